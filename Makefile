@@ -1,0 +1,35 @@
+# arl_mpi: `make run` and `make test` each set everything up from a clean clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+NP     ?= 4
+OUTPUT ?= output
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint clean
+
+$(VENV)/.installed: setup.py requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The main job: the continuum pipeline under MPI (rank 0 scheduler, rank 1 driver,
+# ranks 2+ workers) on the built-in simulated LOW-core observation; images land in output/.
+run: install
+	mkdir -p $(OUTPUT)
+	$(VENV)/bin/mpiexec -n $(NP) $(PY) -m arl_mpi.pipeline --name $(OUTPUT)/arl \
+		--size 512 512 --scale 40asec --niter 2000 --mgain 0.8 --auto-threshold 3 --weight briggs 0
+	@echo "Images in $(OUTPUT)/: $$(ls $(OUTPUT) | grep -E 'fits|png' | tr '\n' ' ')"
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check arl_mpi tests benchmarks examples
+
+clean:
+	rm -rf $(OUTPUT) .pytest_cache

@@ -1,0 +1,50 @@
+"""Shared command-line plumbing: logging set-up and one-line errors with non-zero exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from arl_mpi.errors import ArlError
+
+log = logging.getLogger("arl_mpi")
+
+
+def mpi_rank_size() -> tuple[int, int]:
+    """(rank, size) when launched by an MPI launcher, else (0, 1); imports mpi4py only then."""
+    env = os.environ
+    if not any(k in env for k in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "MPI_LOCALRANKID")):
+        return 0, 1
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    return comm.Get_rank(), comm.Get_size()
+
+
+def setup_logging(level: str = "INFO", rank: int | None = None) -> None:
+    """Log to stderr with the MPI rank (and its role) in every line."""
+    if rank is None:
+        rank, _ = mpi_rank_size()
+    role = {0: "scheduler", 1: "driver"}.get(rank, "worker") if mpi_rank_size()[1] > 1 else "main"
+    fmt = f"%(asctime)s [rank {rank} {role}] %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr, force=True)
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "arl_mpi") -> int:
+    """Run ``main``; turn :class:`ArlError` (and a few OS errors) into a one-line message.
+
+    Returns the exit status: 0 on success, 2 for user errors, 130 on Ctrl-C.
+    """
+    try:
+        return int(main(argv) or 0)
+    except ArlError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        print(f"{prog}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

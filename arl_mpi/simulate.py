@@ -1,0 +1,141 @@
+"""``python -m arl_mpi.simulate STORE``: write a simulated observation as an HDF5 store.
+
+Partitions are simulated and written in parallel: by the ranks of an MPI job when launched
+with ``mpiexec -n N`` (every rank writes its share, rank 0 finishes the index), or by a
+local process pool with ``--processes N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
+from arl_mpi.errors import ConfigError
+from arl_mpi.io.store import StoreIndex, create_store, finalize_store
+from arl_mpi.simulation.builtin import (
+    Simulation,
+    SimulationSettings,
+    build,
+    partition_plan,
+    write_simulated_partition,
+)
+
+log = logging.getLogger("arl_mpi.simulate")
+
+
+def add_simulation_args(p: argparse.ArgumentParser) -> None:
+    """Add one ``--sim-<field>`` flag per :class:`SimulationSettings` field."""
+    g = p.add_argument_group("simulation (the built-in observation)")
+    for f in dataclasses.fields(SimulationSettings):
+        if f.name == "extra":
+            continue
+        g.add_argument(f"--sim-{f.name.replace('_', '-')}", dest=f"sim_{f.name}", type=type(f.default), default=None,
+                       help=f"default {f.default}")
+
+
+def settings_from_args(args: argparse.Namespace, base: SimulationSettings | None = None) -> SimulationSettings:
+    """SimulationSettings from ``--sim-*`` flags over ``base``."""
+    s = dataclasses.replace(base or SimulationSettings())
+    for f in dataclasses.fields(SimulationSettings):
+        v = getattr(args, f"sim_{f.name}", None)
+        if v is not None:
+            setattr(s, f.name, v)
+    s.validate()
+    return s
+
+
+def _write_one(args) -> object:
+    store, settings, pid, ntp, nfp = args
+    sim = build(settings)
+    return write_simulated_partition(store, sim, pid, partition_plan(sim, ntp, nfp))
+
+
+def simulate_store(store: str | Path, settings: SimulationSettings, ntime_parts: int, nfreq_parts: int,
+                   processes: int = 1) -> StoreIndex:
+    """Simulate and write a store with a local process pool (``processes`` > 1) or serially."""
+    sim = build(settings)
+    plan = partition_plan(sim, ntime_parts, nfreq_parts)
+    create_store(store)
+    jobs = [(str(store), settings, pid, ntime_parts, nfreq_parts) for pid in range(len(plan))]
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as ex:
+            infos = list(ex.map(_write_one, jobs))
+    else:
+        infos = [write_simulated_partition(store, sim, pid, plan) for pid in range(len(plan))]
+    return finalize_store(store, sim.meta(), infos)
+
+
+def simulate_store_mpi(store: str | Path, settings: SimulationSettings, ntime_parts: int, nfreq_parts: int) -> StoreIndex | None:
+    """Every MPI rank writes partitions ``pid % size == rank``; rank 0 writes the index."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    sim: Simulation = build(settings)
+    plan = partition_plan(sim, ntime_parts, nfreq_parts)
+    err = None
+    if rank == 0:
+        try:
+            create_store(store)
+        except Exception as e:  # noqa: BLE001 - broadcast the failure so no rank hangs
+            err = e
+    err = comm.bcast(err, root=0)
+    if err is not None:
+        raise err
+    mine, my_err = [], None
+    try:
+        mine = [write_simulated_partition(store, sim, pid, plan) for pid in range(rank, len(plan), size)]
+    except Exception as e:  # noqa: BLE001
+        my_err = e
+    gathered = comm.gather((mine, my_err), root=0)
+    result, err = None, None
+    if rank == 0:
+        errs = [e for _, e in gathered if e is not None]
+        if errs:
+            err = errs[0]
+        else:
+            try:
+                result = finalize_store(store, sim.meta(), [i for part, _ in gathered for i in part])
+            except Exception as e:  # noqa: BLE001
+                err = e
+    err = comm.bcast(err, root=0)
+    if err is not None:
+        raise err
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m arl_mpi.simulate", description=__doc__)
+    p.add_argument("store", help="output store directory (must not exist)")
+    p.add_argument("--time-partitions", type=int, default=4)
+    p.add_argument("--freq-partitions", type=int, default=1)
+    p.add_argument("--processes", type=int, default=1, help="local worker processes (ignored under MPI)")
+    p.add_argument("--log-level", default="INFO")
+    add_simulation_args(p)
+    args = p.parse_args(argv)
+    rank, size = mpi_rank_size()
+    setup_logging(args.log_level, rank)
+    settings = settings_from_args(args)
+    if args.processes < 1:
+        raise ConfigError("--processes must be >= 1")
+    if size > 1:
+        idx = simulate_store_mpi(args.store, settings, args.time_partitions, args.freq_partitions)
+    else:
+        idx = simulate_store(args.store, settings, args.time_partitions, args.freq_partitions, args.processes)
+    if idx is not None:
+        log.info("wrote %s: %d partitions, %d visibilities", idx.path, len(idx.partitions), idx.nvis)
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(main, prog="arl_mpi.simulate"))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,64 @@
+"""Shared fixtures: small synthetic partitions and stores, and the repo's interpreter."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import EarthLocation, SkyCoord
+
+import arl_mpi  # noqa: F401  (configures astropy offline)
+from arl_mpi.io.store import StoreMeta
+from arl_mpi.models import Configuration, Visibility
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def _bin(name: str) -> str:
+    cand = Path(sys.executable).with_name(name)
+    return str(cand) if cand.exists() else name
+
+
+MPIEXEC = _bin("mpiexec")
+
+
+@pytest.fixture
+def env_cli(tmp_path) -> dict:
+    """Environment for subprocesses: the repo on PYTHONPATH, quiet Dask, scratch under tmp."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["DASK_TEMPORARY_DIRECTORY"] = str(tmp_path / "dask-scratch")
+    env.pop("ARL_DASK_SCHEDULER", None)
+    return env
+
+
+def small_configuration(nant: int = 6, seed: int = 0) -> Configuration:
+    rng = np.random.default_rng(seed)
+    loc = EarthLocation.from_geodetic(116.7 * u.deg, -26.7 * u.deg, 377 * u.m)
+    xyz = np.array([c.to_value(u.m) for c in loc.to_geocentric()])[None, :] + rng.normal(0, 300, (nant, 3))
+    return Configuration(name="TEST", names=[f"A{i}" for i in range(nant)], xyz=xyz,
+                         diameter=np.full(nant, 38.0), location=loc)
+
+
+def small_visibility(nrow: int = 50, nchan: int = 3, pols=("XX", "YY"), seed: int = 0) -> Visibility:
+    rng = np.random.default_rng(seed)
+    shape = (nrow, nchan, len(pols))
+    return Visibility(
+        time=np.sort(rng.uniform(5e9, 5e9 + 100, nrow)), uvw=rng.normal(0, 500, (nrow, 3)),
+        antenna1=rng.integers(0, 3, nrow), antenna2=rng.integers(3, 6, nrow),
+        vis=(rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64),
+        weight=rng.uniform(0.5, 1, shape).astype(np.float32), flags=rng.uniform(size=shape) < 0.1,
+        frequency=np.linspace(1e8, 1.2e8, nchan), channel_width=np.full(nchan, 1e6), polarisations=list(pols),
+        phase_centre=SkyCoord(ra=15 * u.deg, dec=-45 * u.deg), integration_time=np.full(nrow, 10.0),
+    )
+
+
+def small_meta(vis: Visibility) -> StoreMeta:
+    return StoreMeta(phase_centre=vis.phase_centre, frequency=vis.frequency, channel_width=vis.channel_width,
+                     polarisations=list(vis.polarisations), configuration=small_configuration(),
+                     telescope="TEST", provenance={"test": True})
