@@ -1,0 +1,136 @@
+"""Weighting, taper, Stokes conversion and coordinate helpers."""
+
+import numpy as np
+import pytest
+
+from arl_mpi.imaging import (
+    apply_weighting,
+    grid_weight_density,
+    lm_to_pixel,
+    lm_to_radec,
+    pixel_to_lm,
+    radec_to_lm,
+    taper_gaussian,
+    to_stokes,
+)
+from arl_mpi.imaging.dft import C_LIGHT
+
+NPIX, CELL = 64, 1e-3
+FREQ = np.array([100e6, 150e6])
+
+
+def _data(nrow=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    # dense core, sparse outskirts: strongly non-uniform density
+    r = np.abs(rng.normal(scale=0.25, size=nrow)) * (NPIX / 2) / (NPIX * CELL) * 2.0
+    r = np.minimum(r, 0.45 * 1 / CELL / 1.5)  # stay inside the uv grid at 150 MHz
+    th = rng.uniform(0, 2 * np.pi, nrow)
+    lam = C_LIGHT / FREQ.max()
+    uvw = np.stack([r * np.cos(th) * lam, r * np.sin(th) * lam, rng.normal(size=nrow)], axis=1)
+    weight = rng.uniform(0.5, 2.0, size=(nrow, FREQ.size))
+    flags = rng.uniform(size=(nrow, FREQ.size)) < 0.05
+    return uvw, weight, flags
+
+
+def _cells(uvw):
+    u = uvw[:, 0:1] * FREQ / C_LIGHT
+    v = uvw[:, 1:2] * FREQ / C_LIGHT
+    s = np.where((v < 0) | ((v == 0) & (u < 0)), -1, 1)
+    iu = np.rint(s * u * NPIX * CELL).astype(int) + NPIX // 2
+    iv = np.rint(s * v * NPIX * CELL).astype(int) + NPIX // 2
+    return iv * NPIX + iu
+
+
+def test_uniform_sums_to_one_per_cell():
+    uvw, weight, flags = _data()
+    dens = grid_weight_density(uvw, FREQ, weight, flags, NPIX, NPIX, CELL)
+    w = apply_weighting(
+        uvw, FREQ, weight, flags, dens, "uniform", cell=CELL, npix_x=NPIX, npix_y=NPIX
+    )
+    assert np.all(w[flags] == 0)
+    per_cell = np.bincount(_cells(uvw)[~flags], weights=w[~flags], minlength=NPIX * NPIX)
+    occupied = dens.ravel() > 0
+    np.testing.assert_allclose(per_cell[occupied], 1.0, rtol=1e-12)
+
+
+def test_briggs_limits_and_formula():
+    uvw, weight, flags = _data()
+    dens = grid_weight_density(uvw, FREQ, weight, flags, NPIX, NPIX, CELL)
+    kw = dict(cell=CELL, npix_x=NPIX, npix_y=NPIX)
+    nat = apply_weighting(uvw, FREQ, weight, flags, dens, "natural", **kw)
+    uni = apply_weighting(uvw, FREQ, weight, flags, dens, "uniform", **kw)
+    good = ~flags
+    # robust = 0: explicit formula
+    b0 = apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", 0.0, **kw)
+    f2 = 25.0 / (np.sum(dens**2) / np.sum(dens))
+    wk = dens.ravel()[_cells(uvw)]
+    np.testing.assert_allclose(b0[good], nat[good] / (1 + wk[good] * f2), rtol=1e-12)
+    # robust +2 ~ natural, robust -2 ~ uniform (up to a constant factor)
+    bp = apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", 2.0, **kw)
+    bm = apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", -2.0, **kw)
+    r_nat = bp[good] / nat[good]
+    r_uni = bm[good] / uni[good]
+    assert r_nat.std() / r_nat.mean() < 0.05
+    assert r_uni.std() / r_uni.mean() < 0.05
+    for bad in (-2.5, 2.01):
+        with pytest.raises(ValueError):
+            apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", bad, **kw)
+    with pytest.raises(ValueError):
+        apply_weighting(uvw, FREQ, weight, flags, dens, "super", **kw)
+
+
+def test_taper_gaussian():
+    uvw = np.array([[0.0, 0.0, 0.0], [300.0, 400.0, 10.0]])
+    freq = np.array([C_LIGHT])  # 1 m wavelength: u, v in wavelengths = metres
+    fwhm = np.radians(0.5)
+    w = taper_gaussian(uvw, freq, np.ones((2, 1)), fwhm)
+    sigma = fwhm / (2 * np.sqrt(2 * np.log(2)))
+    assert w[0, 0] == 1.0
+    assert w[1, 0] == pytest.approx(np.exp(-2 * np.pi**2 * sigma**2 * 500.0**2), rel=1e-12)
+    # the taper is the FT of an image Gaussian of that FWHM: the half-power point in uv
+    # of a Gaussian with image FWHM theta lies at rho = 2 ln2 / (pi theta)
+    rho = 2 * np.log(2) / (np.pi * fwhm)
+    wt = taper_gaussian(np.array([[rho, 0, 0]]), freq, np.ones((1, 1)), fwhm)
+    assert wt[0, 0] == pytest.approx(0.5, rel=1e-12)
+
+
+def test_stokes_linear_and_circular():
+    rng = np.random.default_rng(1)
+    shape = (50, 3)
+    i, q, u, v = (rng.normal(size=shape) + 1j * rng.normal(size=shape) for _ in range(4))
+    lin = np.stack([i + q, u + 1j * v, u - 1j * v, i - q], axis=-1)
+    circ = np.stack([i + v, q + 1j * u, q - 1j * u, i - v], axis=-1)
+    w = rng.uniform(0.5, 2.0, size=shape + (4,))
+    fl = rng.uniform(size=shape + (4,)) < 0.1
+    for data, labels in ((lin, ["XX", "XY", "YX", "YY"]), (circ, ["RR", "RL", "LR", "LL"])):
+        for name, truth in zip("IQUV", (i, q, u, v), strict=True):
+            vs, ws, fs = to_stokes(data, w, fl, labels, name)
+            np.testing.assert_allclose(vs, truth, atol=1e-12)
+            assert ws.shape == shape and fs.shape == shape
+    vs, ws, fs = to_stokes(lin[..., [0, 3]], w[..., [0, 3]], fl[..., [0, 3]], ["XX", "YY"], "I")
+    np.testing.assert_allclose(ws, 4 * w[..., 0] * w[..., 3] / (w[..., 0] + w[..., 3]))
+    np.testing.assert_array_equal(fs, fl[..., 0] | fl[..., 3])
+    # weight = 1 / variance of (a + b) / 2
+    var = 0.25 * (1 / w[..., 0] + 1 / w[..., 3])
+    np.testing.assert_allclose(ws, 1 / var)
+    with pytest.raises(ValueError, match="needs correlations"):
+        to_stokes(lin[..., [0, 3]], w[..., [0, 3]], fl[..., [0, 3]], ["XX", "YY"], "U")
+    with pytest.raises(ValueError):
+        to_stokes(lin, w, fl, ["XX", "XY", "YX", "YY"], "P")
+
+
+def test_coordinates():
+    ra0, dec0 = np.radians(150.0), np.radians(-40.0)
+    ra = ra0 + np.radians([0.0, 2.0, -3.0, 0.5])
+    dec = dec0 + np.radians([0.0, 1.0, -2.0, 4.0])
+    l, m = radec_to_lm(ra, dec, ra0, dec0)
+    assert l[1] > 0 and l[2] < 0  # East (larger RA) is +l
+    assert m[3] > 0  # North is +m
+    ra2, dec2 = lm_to_radec(l, m, ra0, dec0)
+    np.testing.assert_allclose(ra2, ra, atol=1e-12)
+    np.testing.assert_allclose(dec2, dec, atol=1e-12)
+    x, y = lm_to_pixel(l, m, 256, 128, 1e-3)
+    l2, m2 = pixel_to_lm(x, y, 256, 128, 1e-3)
+    np.testing.assert_allclose([l2, m2], [l, m], atol=1e-15)
+    assert x[1] < 128 and y[3] > 64  # East is towards smaller column index
+    assert pixel_to_lm(128, 64, 256, 128, 1e-3) == (0.0, 0.0)
