@@ -27,7 +27,6 @@ EXPECTED_COUNTS = {
     "VLAC": 27,
     "VLAD": 27,
     "LOFAR-CORE": 24,
-    "MWA": 262,
 }
 
 # |up| bound relative to the documented site (m); LOW's arms reach ~74 km so Earth

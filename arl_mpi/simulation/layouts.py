@@ -58,7 +58,6 @@ _FILES = {
     "VLAC": "VLAC",
     "VLAD": "VLAD",
     "LOFAR-CORE": "LOFAR-CORE",
-    "MWA": "MWA",
 }
 
 # Extra accepted spellings (upper-case) -> canonical name
