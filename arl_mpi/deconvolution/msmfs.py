@@ -9,7 +9,8 @@ Both use one engine. For Taylor terms t = 0..nterms-1 and frequency offsets
   the smoothed residuals ``R_ts = R_t * S_s`` and cross PSFs ``P_q,s,s' = P_q * S_s * S_s'``;
 * per scale the Hessian ``H_s[t, t'] = P_{t+t'},s,s(0)``; at each pixel the Taylor amplitudes
   are ``a = H_s^-1 R_.s`` and the selection criterion is
-  ``bias_s * sqrt(max(0, sum_t a_t R_ts))`` with
+  ``bias_s * sqrt(max(0, sum_t a_t R_ts))``, i.e. the square root of the chi-squared
+  reduction of a unit-gain component (for one Taylor term ``|R_0s| / sqrt(H_s)``), with
   ``bias_s = 1 - scale_bias * s / max(scales)`` (Cornwell 2008 style small-scale bias);
 * the selected component (``gain * a`` at the chosen pixel and scale) is added to the Taylor
   models (shape ``S_s``) and subtracted from all smoothed residuals.
@@ -123,7 +124,8 @@ def _engine(
         best_a = None
         for s in range(nsc):
             a = np.einsum("tu,uyx->tyx", hinv[s], rs[s])
-            crit = np.sqrt(np.maximum(0.0, np.einsum("tyx,tyx->yx", a, rs[s]))) * bias[s]
+            energy = np.maximum(0.0, np.einsum("tyx,tyx->yx", a, rs[s]))
+            crit = np.sqrt(energy) * bias[s]
             if maskb is not None:
                 crit = np.where(maskb, crit, 0.0)
             idx = int(np.argmax(crit))
