@@ -45,6 +45,12 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"{prog}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
+    except SystemExit:
+        raise
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug: keep the traceback in the log, end with one line
+        log.error("unexpected failure", exc_info=True)
+        print(f"{prog}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1

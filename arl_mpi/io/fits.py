@@ -26,9 +26,9 @@ def image_to_hdu(img: Image) -> fits.PrimaryHDU:
     hdr["TELESCOP"] = img.wcs.wcs.name or hdr.get("TELESCOP", "")
     hdr["ORIGIN"] = f"arl_mpi {__version__}"
     if img.beam is not None:
-        hdr["BMAJ"] = (float(img.beam[0]), "restoring beam major axis FWHM (deg)")
-        hdr["BMIN"] = (float(img.beam[1]), "restoring beam minor axis FWHM (deg)")
-        hdr["BPA"] = (float(img.beam[2]), "restoring beam position angle (deg, N through E)")
+        hdr["BMAJ"] = (float(img.beam[0]), "beam major axis FWHM (deg)")
+        hdr["BMIN"] = (float(img.beam[1]), "beam minor axis FWHM (deg)")
+        hdr["BPA"] = (float(img.beam[2]), "beam position angle (deg, N through E)")
     for line in img.history:
         hdr.add_history(line)
     # FITS axis order is (x, y, freq, stokes); numpy order is the reverse.

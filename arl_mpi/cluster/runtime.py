@@ -1,0 +1,337 @@
+"""Where graphs run: dask-mpi inside an MPI job, an existing scheduler, or a local cluster.
+
+``run_with_client(job, settings)`` is the one entry point. It picks the mode:
+
+* **mpi** — launched by ``mpiexec``/``srun`` with >= 3 ranks: dask-mpi puts the scheduler on
+  rank 0 and workers on ranks 2+; rank 1 (the driver) gets a connected Client, waits for
+  every worker, runs ``job(client)``, then shuts the cluster down. Every rank then receives
+  the driver's exit status over MPI and exits with it, so a failing driver makes the whole
+  job fail promptly (never a hang, never a silent success).
+* **external** — ``ARL_DASK_SCHEDULER=host:port`` (or ``ARL_DASK_SCHEDULER_FILE``) names a
+  running scheduler: connect with a timeout and a clear error when it is not there.
+* **local** — neither: a ``LocalCluster`` sized to this machine.
+
+Traffic is TLS by default, with credentials created per job in memory: under MPI rank 0
+creates them and sends them to the other ranks over MPI; they are never written to disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+
+from arl_mpi.cli import mpi_rank_size
+from arl_mpi.errors import ArlError, ClusterError
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_ENV = "ARL_DASK_SCHEDULER"
+SCHEDULER_FILE_ENV = "ARL_DASK_SCHEDULER_FILE"
+_TLS_KEYS = ("ca-file", "scheduler.cert", "scheduler.key", "worker.cert", "worker.key", "client.cert", "client.key")
+
+
+@dataclass
+class ClusterSettings:
+    """How to start or reach the Dask cluster.
+
+    Attributes
+    ----------
+    threads_per_worker : int or None, threads of each worker (None: the cores this rank owns,
+        from SLURM_CPUS_PER_TASK or OMP_NUM_THREADS, else 1 under MPI; local: cores / workers)
+    memory_limit : str, per worker, e.g. ``"4GB"``, ``"auto"`` (Dask's meaning) or ``"0"`` (none)
+    local_directory : str or None, Dask scratch (spill) directory; default ``$ARL_SCRATCH``,
+        else ``$SLURM_TMPDIR``/``$TMPDIR``, else ``./arl-scratch``
+    n_workers : int or None, local mode only
+    dashboard : bool
+    dashboard_address : str, default ``127.0.0.1:8787`` (reach it through an ssh tunnel)
+    tls : bool, encrypt and authenticate all cluster traffic (default True)
+    interface : str or None, network interface for scheduler and workers (e.g. ``ib0``)
+    timeout : float, seconds to wait for the scheduler and for all workers
+    """
+
+    threads_per_worker: int | None = None
+    memory_limit: str = "auto"
+    local_directory: str | None = None
+    n_workers: int | None = None
+    dashboard: bool = True
+    dashboard_address: str = "127.0.0.1:8787"
+    tls: bool = True
+    interface: str | None = None
+    timeout: float = 60.0
+
+
+def scratch_directory(settings: ClusterSettings) -> str:
+    """Dask's temporary directory (never a shared ``/tmp/dask-scratch-space`` by default)."""
+    d = settings.local_directory or os.environ.get("ARL_SCRATCH")
+    if not d:
+        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR")
+        d = str(Path(base) / "arl-scratch") if base else str(Path.cwd() / "arl-scratch")
+    Path(d).mkdir(parents=True, exist_ok=True, mode=0o700)
+    return d
+
+
+def cores_per_rank() -> int:
+    """Cores this process may use: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else 1."""
+    for k in ("SLURM_CPUS_PER_TASK", "ARL_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(k)
+        if v and v.isdigit() and int(v) > 0:
+            return int(v)
+    return 1
+
+
+def pin_numeric_threads(n: int) -> None:
+    """Limit BLAS/OpenMP threads of numeric libraries to ``n`` (set before heavy imports)."""
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+              "DUCC0_NUM_THREADS"):
+        os.environ[k] = str(n)
+
+
+def make_tls_config() -> dict[str, str]:
+    """Fresh per-job credentials (self-signed CA = cert, in memory) as Dask config values."""
+    from distributed.security import Security
+
+    try:
+        sec = Security.temporary()
+    except ImportError as e:  # pragma: no cover - cryptography is a dependency
+        raise ClusterError(f"TLS needs the 'cryptography' package ({e}); or pass --no-tls") from None
+    return {
+        "ca-file": sec.tls_ca_file,
+        "scheduler.cert": sec.tls_scheduler_cert, "scheduler.key": sec.tls_scheduler_key,
+        "worker.cert": sec.tls_worker_cert, "worker.key": sec.tls_worker_key,
+        "client.cert": sec.tls_client_cert, "client.key": sec.tls_client_key,
+    }
+
+
+def apply_tls_config(tls: dict[str, str]) -> None:
+    """Make ``tls`` this process's Dask TLS configuration (encryption required)."""
+    cfg = {f"distributed.comm.tls.{k}": v for k, v in tls.items()}
+    cfg["distributed.comm.require-encryption"] = True
+    cfg["distributed.comm.default-scheme"] = "tls"
+    dask.config.set(cfg)
+
+
+def current_security():
+    """A Security object from this process's Dask config (TLS when configured)."""
+    from distributed.security import Security
+
+    return Security()
+
+
+def configure_dask(settings: ClusterSettings) -> None:
+    """Process-wide Dask settings: scratch directory, quiet shutdown, no work stealing of
+    partition-resident tasks (their data already sit on one worker)."""
+    dask.config.set({
+        "temporary-directory": scratch_directory(settings),
+        "distributed.scheduler.work-stealing": False,
+        "distributed.worker.daemon": False,
+        "distributed.admin.tick.limit": "30s",
+        "distributed.comm.timeouts.connect": f"{int(settings.timeout)}s",
+    })
+    quiet_shutdown_noise()
+
+
+class _ShutdownNoiseFilter(logging.Filter):
+    """Drop the CommClosedError/StreamClosedError tracebacks Dask logs while a cluster closes."""
+
+    NOISE = ("CommClosedError", "StreamClosedError", "Stream is closed", "Connection refused",
+             "Failed to reconnect", "Timed out trying to connect", "Closing Nanny", "Connection to scheduler broken",
+             "caused the cluster to lose already computed task")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            name = record.exc_info[0].__name__
+            if name in ("CommClosedError", "StreamClosedError", "CancelledError", "OSError"):
+                return False
+        msg = record.getMessage()
+        return not any(n in msg for n in self.NOISE)
+
+
+def quiet_shutdown_noise() -> None:
+    """Keep Dask's own chatter to warnings and drop shutdown noise (all ranks)."""
+    f = _ShutdownNoiseFilter()
+    for name in ("distributed", "distributed.core", "distributed.worker", "distributed.scheduler",
+                 "distributed.comm", "distributed.comm.tcp", "distributed.batched", "distributed.nanny",
+                 "distributed.client", "distributed.utils_perf", "distributed.http.proxy", "tornado.application"):
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.WARNING)
+        lg.addFilter(f)
+    for h in logging.getLogger().handlers:
+        h.addFilter(f)
+
+
+def dashboard_message(client) -> str:
+    """The dashboard URL and the ssh tunnel that reaches it from a laptop."""
+    link = getattr(client, "dashboard_link", None)
+    if not link:
+        return "dashboard: off"
+    try:
+        port = int(link.rsplit(":", 1)[-1].split("/")[0])
+    except ValueError:
+        port = 8787
+    host = str(client.scheduler.address).split("://")[-1].rsplit(":", 1)[0]
+    with contextlib.suppress(OSError):
+        host = socket.gethostbyaddr(host)[0]
+    return (f"dashboard: http://localhost:{port}/status on {host} (bound to localhost; from your laptop: "
+            f"ssh -N -L 8787:localhost:{port} [-J you@login-node] you@{host}, then open "
+            "http://localhost:8787/status)")
+
+
+def detect_mode() -> str:
+    """``mpi``, ``external`` or ``local``."""
+    _, size = mpi_rank_size()
+    if size > 1:
+        return "mpi"
+    if os.environ.get(SCHEDULER_ENV) or os.environ.get(SCHEDULER_FILE_ENV):
+        return "external"
+    return "local"
+
+
+def run_with_client(job: Callable[..., int], settings: ClusterSettings | None = None) -> int:
+    """Run ``job(client)`` wherever this process was launched; see the module docstring.
+
+    Returns the job's exit status on every rank (non-driver ranks return the driver's).
+    Exceptions from ``job`` propagate on the driver after the cluster was shut down.
+    """
+    settings = settings or ClusterSettings()
+    mode = detect_mode()
+    if mode == "mpi":
+        return _run_mpi(job, settings)
+    configure_dask(settings)
+    if mode == "external":
+        with connect_external(settings) as client:
+            return job(client)
+    with local_client(settings) as client:
+        return job(client)
+
+
+@contextlib.contextmanager
+def connect_external(settings: ClusterSettings):
+    """Client connected to ``$ARL_DASK_SCHEDULER`` / ``$ARL_DASK_SCHEDULER_FILE``."""
+    from distributed import Client
+
+    addr = os.environ.get(SCHEDULER_ENV)
+    sfile = os.environ.get(SCHEDULER_FILE_ENV)
+    target = addr or sfile
+    kwargs = {"scheduler_file": sfile} if (sfile and not addr) else {"address": addr}
+    if sfile and not addr and not Path(sfile).is_file():
+        raise ClusterError(f"{SCHEDULER_FILE_ENV}={sfile}: no such scheduler file")
+    try:
+        client = Client(**kwargs, timeout=settings.timeout, security=current_security())
+    except (OSError, TimeoutError) as e:
+        raise ClusterError(f"{SCHEDULER_ENV}={target}: cannot reach the Dask scheduler within "
+                           f"{settings.timeout:.0f} s ({type(e).__name__})") from None
+    nworkers = len(client.scheduler_info()["workers"])
+    log.info("connected to external scheduler %s with %d workers; %s", client.scheduler.address, nworkers,
+             dashboard_message(client))
+    try:
+        if nworkers == 0:
+            client.wait_for_workers(1, timeout=settings.timeout)
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def local_client(settings: ClusterSettings):
+    """A LocalCluster sized to this machine (TLS on localhost unless disabled)."""
+    from distributed import Client, LocalCluster
+
+    ncores = os.cpu_count() or 1
+    n_workers = settings.n_workers or max(1, min(ncores, 4))
+    threads = settings.threads_per_worker or max(1, ncores // n_workers)
+    kwargs = {}
+    if settings.tls:
+        apply_tls_config(make_tls_config())
+        kwargs = {"security": current_security(), "protocol": "tls://"}
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
+                           memory_limit=settings.memory_limit, host="127.0.0.1",
+                           dashboard_address=settings.dashboard_address if settings.dashboard else None,
+                           local_directory=scratch_directory(settings), **kwargs)
+    client = Client(cluster, security=kwargs.get("security"))
+    log.info("local cluster: %d workers x %d threads; %s", n_workers, threads, dashboard_message(client))
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
+
+
+def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
+    from dask_mpi import initialize
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if size < 3:
+        raise ClusterError(
+            f"{size} MPI rank(s) is too few: arl_mpi needs at least 3 — rank 0 runs the Dask scheduler, "
+            "rank 1 the driver (major/minor cycles), ranks 2+ the workers. Use e.g. mpiexec -n 4, "
+            "or run without mpiexec for a local cluster.")
+    configure_dask(settings)
+    threads = settings.threads_per_worker or cores_per_rank()
+    pin_numeric_threads(threads)
+    tls = None
+    if settings.tls:
+        tls = comm.bcast(make_tls_config() if rank == 0 else None, root=0)
+        apply_tls_config(tls)
+    is_driver = initialize(
+        interface=settings.interface, nthreads=threads, local_directory=scratch_directory(settings),
+        memory_limit=settings.memory_limit, dashboard=settings.dashboard,
+        dashboard_address=settings.dashboard_address, protocol="tls" if tls else None,
+        worker_options={"death_timeout": settings.timeout}, comm=comm, exit=False,
+    )
+    if not is_driver:
+        # Scheduler (rank 0) or worker (2+): its event loop has ended. Exit as the driver did.
+        status = comm.bcast(None, root=1)
+        return int(status)
+    status, error = 1, None
+    client = None
+    try:
+        from distributed import Client
+
+        client = Client(timeout=settings.timeout, security=current_security())
+        client.wait_for_workers(size - 2, timeout=settings.timeout)
+        log.info("MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "
+                 "x %d threads; %s", client.scheduler.address, size - 2, size - 1, threads,
+                 dashboard_message(client))
+        status = int(job(client) or 0)
+    except BaseException as e:  # noqa: BLE001 - every failure must end every rank
+        error = e
+        status = 2 if isinstance(e, ArlError) else 1
+    finally:
+        _shutdown(client)
+        comm.bcast(status, root=1)
+    if error is not None:
+        raise error
+    return status
+
+
+def _shutdown(client) -> None:
+    """Close scheduler and workers from the driver, quietly, without waiting on stragglers."""
+    if client is None:
+        from dask_mpi.execute import send_close_signal
+
+        with contextlib.suppress(Exception):
+            send_close_signal()
+        return
+    with contextlib.suppress(Exception):
+        client.shutdown()
+    with contextlib.suppress(Exception):
+        client.close(timeout=5)
+
+
+def exit_with(status: int) -> None:
+    """Flush and exit with ``status`` (used by every rank at the end of a run)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(status)

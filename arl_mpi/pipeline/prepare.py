@@ -1,0 +1,62 @@
+"""Make sure there is a store to image: the given one, or the built-in simulated observation.
+
+Without ``--vis`` the built-in LOW-core observation is simulated by the workers (each
+writes its own partitions; the driver writes the index) into ``PREFIX-sim.store``. A store
+already there from an earlier run with the same recipe is reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from arl_mpi.errors import StoreError
+from arl_mpi.graphs.graphs import delayed
+from arl_mpi.io.store import create_store, finalize_store, open_store
+from arl_mpi.pipeline.settings import Settings
+from arl_mpi.simulation.builtin import (
+    SimulationSettings,
+    build,
+    partition_plan,
+    write_simulated_partition,
+)
+
+log = logging.getLogger("arl_mpi.pipeline")
+
+
+def simulate_graph(store: str, sim_settings: SimulationSettings, ntime_parts: int, nfreq_parts: int) -> list:
+    """Delayed writers, one per partition; each worker simulates and writes its partition."""
+    def write(pid: int):
+        sim = build(sim_settings)
+        return write_simulated_partition(store, sim, pid, partition_plan(sim, ntime_parts, nfreq_parts))
+
+    n = len(partition_plan(build(sim_settings), ntime_parts, nfreq_parts))
+    return [delayed(write, pure=False)(pid) for pid in range(n)]
+
+
+def ensure_store(client, s: Settings) -> str:
+    """Path of the store to image (simulating the built-in observation when needed)."""
+    if s.vis:
+        open_store(s.vis)  # fail early with a one-line error
+        return s.vis
+    sim_settings = SimulationSettings()
+    path = Path(f"{s.name}-sim.store")
+    if (path / "index.h5").exists():
+        try:
+            idx = open_store(path)
+            same = idx.meta.provenance.get("settings") == dataclasses.asdict(sim_settings)
+            same = same and len(idx.partitions) == s.time_partitions * s.freq_partitions
+        except StoreError:
+            same = False
+        if same:
+            log.info("reusing simulated observation %s", path)
+            return str(path)
+        raise StoreError(f"{path}: exists but holds a different observation; remove it or pass --vis")
+    log.info("simulating the built-in observation into %s (%d x %d partitions, written by the workers)",
+             path, s.time_partitions, s.freq_partitions)
+    create_store(path)
+    infos = client.gather(client.compute(simulate_graph(str(path), sim_settings, s.time_partitions,
+                                                        s.freq_partitions)))
+    finalize_store(path, build(sim_settings).meta(), infos)
+    return str(path)
