@@ -166,3 +166,16 @@ def test_mfs_spectral_index():
         assert models[0][p] == pytest.approx(flux0[p], rel=0.02)
         assert alpha[p] == pytest.approx(a, abs=0.05)
     assert np.isnan(alpha[0, 0])
+
+
+def test_psf_support_equals_cropped_psf():
+    psf = psf_img(2 * N)
+    dirty = convolve_same(sky_points(), psf)
+    c = N  # centre of the 2N PSF
+    cropped = psf[c - 20 : c + 21, c - 20 : c + 21]
+    m1, r1, _ = hogbom(dirty, psf, niter=200, psf_support=20, double=True)
+    m2, r2 = naive_hogbom(dirty, cropped, 200)
+    np.testing.assert_allclose(m1, m2, atol=1e-12)
+    np.testing.assert_allclose(r1, r2, atol=1e-12)
+    m3, _, _ = multiscale(dirty, psf, scales_px=[0], niter=200, psf_support=20)
+    np.testing.assert_allclose(m3, m2, atol=1e-12)

@@ -18,6 +18,7 @@ __all__ = [
     "convolve_same",
     "scale_kernel",
     "normalise_psf",
+    "crop_psf",
 ]
 
 
@@ -79,3 +80,13 @@ def normalise_psf(psf: np.ndarray) -> np.ndarray:
     if not pk > 0:
         raise ValueError("PSF centre value must be positive")
     return psf / pk if pk != 1.0 else psf
+
+
+def crop_psf(psf: np.ndarray, psf_support: int | None) -> np.ndarray:
+    """Central ``(2 psf_support + 1)^2`` patch of the PSF (unchanged if None); the centre
+    stays at ``(py//2, px//2)`` of the cropped array."""
+    if psf_support is None:
+        return psf
+    s = int(psf_support)
+    cy, cx = psf.shape[-2] // 2, psf.shape[-1] // 2
+    return psf[..., max(0, cy - s) : cy + s + 1, max(0, cx - s) : cx + s + 1]

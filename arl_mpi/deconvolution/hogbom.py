@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from .common import mad_sigma, normalise_psf
+from .common import crop_psf, mad_sigma, normalise_psf
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,7 @@ def hogbom(
     ny, nx = dirty.shape
     rdtype = np.float64 if double else np.float32
     axpy = blas.daxpy if double else blas.saxpy
-    psf = normalise_psf(psf)
-    if psf_support is not None:
-        cy, cx = psf.shape[0] // 2, psf.shape[1] // 2
-        s = int(psf_support)
-        psf = psf[max(0, cy - s) : cy + s + 1, max(0, cx - s) : cx + s + 1]
+    psf = crop_psf(normalise_psf(psf), psf_support)
     py, px = psf.shape
     cy, cx = py // 2, px // 2
     width = nx + px

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import convolve_same, normalise_psf, patch_slices, scale_kernel
+from .common import convolve_same, crop_psf, normalise_psf, patch_slices, scale_kernel
 from .hogbom import effective_threshold
 
 log = logging.getLogger(__name__)
@@ -93,21 +93,40 @@ def _engine(
     maskb = None if mask is None else np.asarray(mask, dtype=bool)
     models = np.zeros((nterms, ny, nx))
 
-    def peak0() -> float:
-        r = np.abs(resid[0])
-        if maskb is not None:
-            r = np.where(maskb, r, 0.0)
-        return float(r.max())
+    maskf = None if maskb is None else maskb.astype(np.float64)
+
+    def crit_rows(sc: int, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Criterion (bias * sqrt(chi2 reduction)) and Taylor amplitudes for rows r0:r1."""
+        sub = rs[sc][:, r0:r1]
+        a = np.einsum("tu,uyx->tyx", hinv[sc], sub)
+        crit = np.sqrt(np.maximum(0.0, np.einsum("tyx,tyx->yx", a, sub))) * bias[sc]
+        if maskf is not None:
+            crit *= maskf[r0:r1]
+        return crit, a
+
+    def res_rowmax(r0: int, r1: int) -> np.ndarray:
+        r = np.abs(resid[0][r0:r1])
+        if maskf is not None:
+            r *= maskf[r0:r1]
+        return r.max(axis=1)
+
+    # cached criterion images and per-row maxima; only rows touched by the PSF are updated
+    crits = np.empty((nsc, ny, nx))
+    crit_rowmax = np.empty((nsc, ny))
+    for sc in range(nsc):
+        crits[sc] = crit_rows(sc, 0, ny)[0]
+        crit_rowmax[sc] = crits[sc].max(axis=1)
+    rowmax0 = res_rowmax(0, ny)
 
     thr, thr_kind, sigma = effective_threshold(resid[0], threshold, auto_threshold, maskb)
-    start_peak = peak0()
+    start_peak = float(rowmax0.max())
     mgain_stop = (1.0 - mgain) * start_peak if mgain is not None else -1.0
     info: dict[str, Any] = {"start_peak": start_peak, "threshold": thr, "sigma": sigma}
     done = 0
     reason = "niter"
     nscale_used = np.zeros(nsc, dtype=np.int64)
     while True:
-        apk = peak0()
+        apk = float(rowmax0.max())
         if apk <= 0.0:
             reason = "empty"
             break
@@ -120,20 +139,12 @@ def _engine(
         if done >= niter:
             reason = "niter"
             break
-        best = (-1.0, 0, 0, 0)
-        best_a = None
-        for s in range(nsc):
-            a = np.einsum("tu,uyx->tyx", hinv[s], rs[s])
-            energy = np.maximum(0.0, np.einsum("tyx,tyx->yx", a, rs[s]))
-            crit = np.sqrt(energy) * bias[s]
-            if maskb is not None:
-                crit = np.where(maskb, crit, 0.0)
-            idx = int(np.argmax(crit))
-            y, x = divmod(idx, nx)
-            if crit[y, x] > best[0]:
-                best = (float(crit[y, x]), s, y, x)
-                best_a = a[:, y, x].copy()
-        _, s, y, x = best
+        rows = np.argmax(crit_rowmax, axis=1)
+        vals = crit_rowmax[np.arange(nsc), rows]
+        s = int(np.argmax(vals))
+        y = int(rows[s])
+        x = int(np.argmax(crits[s, y]))
+        best_a = hinv[s] @ rs[s][:, y, x]
         amp = gain * best_a
         ksl_img, ksl_k = patch_slices(y, x, (ny, nx), kernels[s].shape)
         for t in range(nterms):
@@ -145,11 +156,16 @@ def _engine(
             for s2 in range(nsc):
                 upd = sum(amp[t] * pss[t + t2, s, s2][psf_sl] for t in range(nterms))
                 rs[s2, t2][img_sl] -= upd
+        r0, r1 = img_sl[0].start, img_sl[0].stop
+        for sc in range(nsc):
+            crits[sc, r0:r1] = crit_rows(sc, r0, r1)[0]
+            crit_rowmax[sc, r0:r1] = crits[sc, r0:r1].max(axis=1)
+        rowmax0[r0:r1] = res_rowmax(r0, r1)
         nscale_used[s] += 1
         done += 1
     info.update(
         niter=done,
-        peak=peak0(),
+        peak=float(rowmax0.max()),
         stop_reason=reason,
         components_per_scale=dict(zip(scales, nscale_used.tolist(), strict=True)),
     )
@@ -176,6 +192,7 @@ def multiscale(
     auto_threshold: float | None = None,
     mgain: float | None = None,
     mask: np.ndarray | None = None,
+    psf_support: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multiscale CLEAN (single frequency).
 
@@ -191,6 +208,8 @@ def multiscale(
         Small-scale bias: scale s is weighted by ``1 - scale_bias * s / max(scales)``.
     gain, niter, threshold, auto_threshold, mgain, mask
         As for :func:`~arl_mpi.deconvolution.hogbom.hogbom`.
+    psf_support : int or None
+        Use only the central ``(2 psf_support + 1)^2`` PSF patch (faster, approximate).
 
     Returns
     -------
@@ -199,7 +218,7 @@ def multiscale(
     info : dict
         As for hogbom plus ``components_per_scale``.
     """
-    psf = normalise_psf(psf)
+    psf = crop_psf(normalise_psf(psf), psf_support)
     models, resid, info = _engine(
         np.asarray(dirty, dtype=np.float64)[None],
         psf[None],
@@ -231,6 +250,7 @@ def mfs_clean(
     auto_threshold: float | None = None,
     mgain: float | None = None,
     mask: np.ndarray | None = None,
+    psf_support: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multi-frequency (multiscale) CLEAN with Taylor terms (MS-MFS).
 
@@ -249,6 +269,7 @@ def mfs_clean(
     channel_weights : ndarray [nchan] or None
         Relative weight of each channel (e.g. its sum of weights); default equal.
     scales_px, scale_bias, gain, niter, threshold, auto_threshold, mgain, mask
+    psf_support
         As for :func:`multiscale`; thresholds apply to the Taylor-0 residual.
 
     Returns
@@ -265,7 +286,7 @@ def mfs_clean(
     if freqs.shape != (nchan,) or np.asarray(psf_cube).shape[0] != nchan:
         raise ValueError("dirty_cube, psf_cube and freqs must agree in nchan")
     w = np.ones(nchan) if channel_weights is None else np.asarray(channel_weights, float)
-    psfs = np.stack([normalise_psf(p) for p in psf_cube])
+    psfs = np.stack([crop_psf(normalise_psf(p), psf_support) for p in psf_cube])
     resid_t = taylor_residuals(dirty_cube, freqs, ref_freq, nterms, w)
     psf_q = taylor_residuals(psfs, freqs, ref_freq, 2 * nterms - 1, w)
     return _engine(
