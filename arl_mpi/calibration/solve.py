@@ -134,6 +134,18 @@ def _time_bins(time: np.ndarray, solint: float | None) -> tuple[np.ndarray, np.n
     return tbin.astype(np.intp), 0.5 * (tmin + tmax), interval
 
 
+def _matvec(A: np.ndarray, B: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched ``sum_j A_ij g_j`` and ``sum_j B_ij |g_j|^2``.
+
+    ``einsum`` rather than ``matmul``: a multi-threaded BLAS matrix-vector
+    product slows down by more than an order of magnitude on busy shared cores,
+    the single-threaded einsum loop does not.
+    """
+    num = np.einsum("cij,cj->ci", A, g)
+    den = np.einsum("cij,cj->ci", B, g.real**2 + g.imag**2)
+    return num, den
+
+
 def _stefcal(
     A: np.ndarray,
     B: np.ndarray,
@@ -170,8 +182,7 @@ def _stefcal(
     converged = np.zeros(ncell, dtype=bool)
     niter = np.full(ncell, max_iter, dtype=np.int64)
     for it in range(1, max_iter + 1):
-        num = np.matmul(A, g[..., None])[..., 0]
-        den = np.matmul(B, (g.real**2 + g.imag**2)[..., None])[..., 0]
+        num, den = _matvec(A, B, g)
         ok = den > 0
         g_new = np.where(ok, num / np.where(ok, den, 1.0), g)
         if it % 2 == 0:
@@ -447,29 +458,38 @@ def _solve_chunk(
     ant_j = np.maximum(a1[rows], a2[rows]).astype(np.int64)
     swap = a1[rows] > a2[rows]
 
-    V = vis[rows, chans][:, :, pol_idx].astype(np.complex128)
-    M = model_vis[rows, chans][:, :, pol_idx].astype(np.complex128)
-    W = np.where(flags[rows, chans][:, :, pol_idx], 0.0, weight[rows, chans][:, :, pol_idx])
-    W = W.astype(np.float64)
-    good = (W > 0) & np.isfinite(W) & np.isfinite(V) & np.isfinite(M)
-    if swap.any():
-        V[swap] = np.conj(V[swap])
-        M[swap] = np.conj(M[swap])
-    nch = V.shape[1]
-    fb_local = np.arange(nch) // fb
-    cell = (tb_local.astype(np.int64)[:, None, None] * nfb + fb_local[None, :, None]) * nrec + (
-        rec_of_pol[None, None, :]
-    )
-    cell = np.broadcast_to(cell, V.shape)[good]
-    ii = np.broadcast_to(ant_i[:, None, None], V.shape)[good]
-    jj = np.broadcast_to(ant_j[:, None, None], V.shape)[good]
-    V, M, W = V[good], M[good], W[good]
-    del good
+    V = vis[rows, chans][:, :, pol_idx]
+    M = model_vis[rows, chans][:, :, pol_idx]
+    W = weight[rows, chans][:, :, pol_idx].astype(np.float64)
+    good = ~flags[rows, chans][:, :, pol_idx]
+    good &= (W > 0) & np.isfinite(W) & np.isfinite(V) & np.isfinite(M)
+    W = np.where(good, W, 0.0)
+    V = np.where(good, V, 0.0).astype(np.complex128, copy=False)
+    M = np.where(good, M, 0.0).astype(np.complex128, copy=False)
 
-    wvm = W * V * np.conj(M)
-    wmm = W * (M.real**2 + M.imag**2)
-    wvv = W * (V.real**2 + V.imag**2)
-    flat = (cell * nant + ii) * nant + jj
+    # per-sample products, then sum over the channels of each frequency block
+    # and over the polarisations feeding the same receptor (g is constant there)
+    nch = V.shape[1]
+    starts = np.arange(0, nch, fb)
+
+    def reduce(x: np.ndarray) -> np.ndarray:
+        x = np.add.reduceat(x, starts, axis=1) if nch > 1 else x
+        return np.stack([x[:, :, rec_of_pol == r].sum(axis=2) for r in range(nrec)], axis=2)
+
+    wvm = reduce(W * V * np.conj(M))  # [nr, nfb, nrec]
+    wmm = reduce(W * (M.real**2 + M.imag**2))
+    wvv = reduce(W * (V.real**2 + V.imag**2))
+    cnt = reduce(good.astype(np.float64))
+    del V, M, W, good
+    if swap.any():
+        wvm[swap] = np.conj(wvm[swap])
+
+    cell = (tb_local.astype(np.int64)[:, None, None] * nfb + np.arange(nfb)[None, :, None]) * nrec
+    cell = cell + np.arange(nrec)[None, None, :]  # [nr, nfb, nrec]
+    ci = (cell * nant + ant_i[:, None, None]).ravel()
+    cj = (cell * nant + ant_j[:, None, None]).ravel()
+    flat = ci * nant + ant_j.repeat(nfb * nrec)
+    wvm, wmm, wvv, cnt = wvm.ravel(), wmm.ravel(), wvv.ravel(), cnt.ravel()
     A = np.bincount(flat, weights=wvm.real, minlength=ncell * nn) + 1j * np.bincount(
         flat, weights=wvm.imag, minlength=ncell * nn
     )
@@ -478,16 +498,15 @@ def _solve_chunk(
     B = B.reshape(ncell, nant, nant)
     A += np.conj(A.transpose(0, 2, 1))
     B += B.transpose(0, 2, 1)
-    ci = cell * nant + ii
-    cj = cell * nant + jj
     csum = (
         np.bincount(ci, weights=wvv, minlength=ncell * nant)
         + np.bincount(cj, weights=wvv, minlength=ncell * nant)
     ).reshape(ncell, nant)
-    nsamp = (
-        np.bincount(ci, minlength=ncell * nant) + np.bincount(cj, minlength=ncell * nant)
+    nsamp = np.rint(
+        np.bincount(ci, weights=cnt, minlength=ncell * nant)
+        + np.bincount(cj, weights=cnt, minlength=ncell * nant)
     ).reshape(ncell, nant)
-    del wvm, wmm, wvv, flat, ci, cj, V, M, W
+    del wvm, wmm, wvv, cnt, flat, ci, cj
 
     g, converged, niter = _stefcal(A, B, phase_only, tol, max_iter)
     has_data = B.sum(axis=2) > 0
@@ -509,8 +528,7 @@ def _solve_chunk(
 
     # SNR from residual scatter
     absg2 = g.real**2 + g.imag**2
-    num = np.matmul(A, g[..., None])[..., 0]
-    den = np.matmul(B, absg2[..., None])[..., 0]
+    num, den = _matvec(A, B, g)
     chi2 = np.maximum(csum - 2.0 * np.real(g * np.conj(num)) + absg2 * den, 0.0)
     nu = nsamp - 1
     s = np.where(nu > 0, chi2 / np.maximum(nu, 1), np.nan)
