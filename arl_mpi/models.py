@@ -269,12 +269,18 @@ class SkyComponent:
     flux : float, Jy (Stokes I) at ``ref_freq``
     ref_freq : float, Hz
     spectral_index : float, ``S(nu) = flux * (nu / ref_freq) ** spectral_index``
+    line_peak : float, Jy, peak of an optional Gaussian spectral line added to the continuum
+    line_centre : float, Hz, line centre frequency
+    line_fwhm : float, Hz, line full width at half maximum (0 = no line)
     """
 
     direction: SkyCoord
     flux: float
     ref_freq: float
     spectral_index: float = 0.0
+    line_peak: float = 0.0
+    line_centre: float = 0.0
+    line_fwhm: float = 0.0
 
     def __post_init__(self) -> None:
         _require(isinstance(self.direction, SkyCoord), "SkyComponent.direction: expected SkyCoord")
@@ -282,8 +288,13 @@ class SkyComponent:
         _require(self.ref_freq > 0, "SkyComponent.ref_freq: must be positive (Hz)")
 
     def flux_at(self, freq: np.ndarray) -> np.ndarray:
-        """Stokes-I flux density (Jy) at the frequencies ``freq`` (Hz)."""
-        return self.flux * (np.asarray(freq, dtype=float) / self.ref_freq) ** self.spectral_index
+        """Stokes-I flux density (Jy) at the frequencies ``freq`` (Hz): continuum plus line."""
+        f = np.asarray(freq, dtype=float)
+        s = self.flux * (f / self.ref_freq) ** self.spectral_index
+        if self.line_fwhm > 0 and self.line_peak:
+            sigma = self.line_fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+            s = s + self.line_peak * np.exp(-0.5 * ((f - self.line_centre) / sigma) ** 2)
+        return s
 
 
 def image_wcs(

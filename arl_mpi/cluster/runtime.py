@@ -143,7 +143,7 @@ class _ShutdownNoiseFilter(logging.Filter):
 
     NOISE = ("CommClosedError", "StreamClosedError", "Stream is closed", "Connection refused",
              "Failed to reconnect", "Timed out trying to connect", "Closing Nanny", "Connection to scheduler broken",
-             "caused the cluster to lose already computed task",
+             "caused the cluster to lose",
              # a task's exception reaches the driver, which reports it once (with a traceback
              # in the log when it is a bug): the worker's copy is noise
              "Compute Failed")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from distributed import wait
 
 from arl_mpi.errors import ConfigError
 from arl_mpi.graphs import graphs as G
@@ -110,12 +111,17 @@ def persist_balanced(client, items: list) -> list:
 
 def load_and_weight(client, s: Settings, index: StoreIndex, grid: GridSpec) -> ResidentData:
     """Load all partitions onto the workers, check them, apply imaging weights."""
-    t0 = time.perf_counter()
     data = persist_balanced(client, G.load_graph(str(index.path), range(len(index.partitions)), s.stokes, s.verify))
+    return weight_data(client, s, data, grid, str(index.path))
+
+
+def weight_data(client, s: Settings, data: list, grid: GridSpec, where: str) -> ResidentData:
+    """Check resident imaging data (counts, all-flagged) and apply the imaging weights."""
+    t0 = time.perf_counter()
     counts = client.compute(G.counts_graph(data)).result()
-    require_data(counts, str(index.path))
+    require_data(counts, where)
     if counts[2]:
-        log.warning("%s: flagged %d NaN/Inf or negative-weight samples on load", index.path, int(counts[2]))
+        log.warning("%s: flagged %d NaN/Inf or negative-weight samples on load", where, int(counts[2]))
     t1 = time.perf_counter()
     scheme, robust = s.weight
     if scheme != "natural" or s.taper_rad:
@@ -123,10 +129,10 @@ def load_and_weight(client, s: Settings, index: StoreIndex, grid: GridSpec) -> R
         if scheme != "natural":
             density = client.scatter(client.compute(G.weight_density_graph(data, grid)).result(), broadcast=True)
         new = persist_balanced(client, G.reweight_graph(data, grid, density, scheme, robust, s.taper_rad))
-        client.compute(G.gather([d for d in new[:1]])).result()  # weights ready before the old data go
+        wait(new)  # the weighted data exist (on the workers) before the unweighted are released
         data = new
     return ResidentData(data=data, counts=counts, grid=grid,
-                        timings={"load_s": t1 - t0, "weighting_s": time.perf_counter() - t1})
+                        timings={"load_check_s": t1 - t0, "weighting_s": time.perf_counter() - t1})
 
 
 def image_from(client, graph) -> tuple[np.ndarray, np.ndarray]:
@@ -135,39 +141,57 @@ def image_from(client, graph) -> tuple[np.ndarray, np.ndarray]:
     return G.normalise(pair), pair[1]
 
 
-def run_continuum(client, s: Settings, store: str) -> dict[str, Any]:
-    """The continuum pipeline on ``store``; writes the images and returns the summary."""
-    t_start = time.perf_counter()
-    index = open_store(store)
-    grid = grid_spec(s, index)
-    freqs_out = output_frequencies(index, s.channels_out)
-    log.info("store %s: %d partitions, %d visibilities, %d channels, polarisations %s",
-             index.path, len(index.partitions), index.nvis, index.meta.frequency.size, index.meta.polarisations)
-    res = load_and_weight(client, s, index, grid)
-    cell_warning = check_cell(s, float(res.counts[3]))
-    t0 = time.perf_counter()
-    psf, psf_sumwt = image_from(client, G.psf_graph(res.data, grid))
-    psf_mfs = minor.mfs_image(psf, psf_sumwt) if s.channels_out > 1 else psf[0]
-    beam = fit_beam(psf_mfs, grid.cell)
-    dirty, sumwt = image_from(client, G.invert_graph(res.data, grid))
-    t_psf_dirty = time.perf_counter() - t0
-    log.info("dirty image: peak %.4g Jy/beam; beam %.3g x %.3g asec, pa %.1f deg",
-             float(np.max(np.abs(dirty))), *(np.rad2deg(beam[:2]) * 3600), np.rad2deg(beam[2]))
-    write_image_set(s.name, {"dirty": make_image(index, dirty, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes),
-                             "psf": make_image(index, psf, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes)}, s.png)
+@dataclass
+class CleanResult:
+    """What a major/minor-cycle loop produced."""
 
+    psf: np.ndarray
+    sumwt: np.ndarray
+    beam: tuple[float, float, float]
+    dirty: np.ndarray
+    model: np.ndarray
+    residual: np.ndarray
+    taylor: np.ndarray | None
+    cycles: list[dict[str, Any]]
+    niter_done: int
+    stop_reason: str
+    timings: dict[str, float]
+
+    def restored(self, cell: float) -> np.ndarray:
+        """Model convolved with the fitted beam plus residual, per output channel."""
+        return np.stack([restore(self.model[c], self.residual[c], self.beam, cell) for c in range(self.model.shape[0])])
+
+
+def psf_and_dirty(client, data: list, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple, float]:
+    """PSF, sum of weights, dirty image and fitted beam (tree-summed from the workers)."""
+    t0 = time.perf_counter()
+    psf, psf_sumwt = image_from(client, G.psf_graph(data, grid))
+    psf_mfs = minor.mfs_image(psf, psf_sumwt) if grid.channels_out > 1 else psf[0]
+    beam = fit_beam(psf_mfs, grid.cell)
+    dirty, sumwt = image_from(client, G.invert_graph(data, grid))
+    return psf, sumwt, dirty, beam, time.perf_counter() - t0
+
+
+def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.ndarray, psf: np.ndarray,
+               sumwt: np.ndarray, dirty: np.ndarray, beam: tuple, checkpoint_name: str | None = None,
+               resume: bool = False) -> CleanResult:
+    """Major/minor cycles: minor cycle on the driver, residuals from the workers.
+
+    With ``checkpoint_name`` a checkpoint is written after every major cycle; with
+    ``resume`` the loop continues from it (settings must match).
+    """
     cs = minor.clean_settings(s)
     model = np.zeros_like(dirty)
     taylor = None
     residual = dirty
     cycles: list[dict[str, Any]] = []
     niter_done, cycle, stop_reason = 0, 0, "niter" if s.niter == 0 else ""
-    if s.resume:
-        ck = read_checkpoint(s.name, s.image_settings())
+    if resume and checkpoint_name:
+        ck = read_checkpoint(checkpoint_name, s.image_settings())
         model, cycle, niter_done, cycles, taylor = ck.model, ck.cycle, ck.niter_done, ck.cycles, ck.taylor
         log.info("resuming after major cycle %d (%d components)", cycle, niter_done)
         if cycle:
-            residual, _ = image_from(client, G.invert_graph(res.data, grid, client.scatter(model, broadcast=True)))
+            residual, _ = image_from(client, G.invert_graph(data, grid, client.scatter(model, broadcast=True)))
     last_minor = None
     t_major = t_minor = 0.0
     while s.niter > 0:
@@ -185,37 +209,72 @@ def run_continuum(client, s: Settings, store: str) -> dict[str, Any]:
         if "taylor" in info:
             taylor = info["taylor"] if taylor is None else taylor + info["taylor"]
         tj = time.perf_counter()
-        residual, _ = image_from(client, G.invert_graph(res.data, grid, client.scatter(model, broadcast=True)))
+        residual, _ = image_from(client, G.invert_graph(data, grid, client.scatter(model, broadcast=True)))
         dt_major = time.perf_counter() - tj
         t_major += dt_major
         cycle += 1
         new_peak, new_sigma = minor.residual_stats(residual, sumwt)
         rec = {"cycle": cycle, "minor_iterations": last_minor, "total_iterations": niter_done,
-               "start_peak": peak, "peak": new_peak, "rms_mad": new_sigma, "model_flux": float(model.sum() / model.shape[0]),
-               "minor_stop": info.get("stop_reason"), "minor_s": round(dt_minor, 3), "major_s": round(dt_major, 3)}
+               "start_peak": peak, "peak": new_peak, "rms_mad": new_sigma,
+               "model_flux": float(model.sum() / model.shape[0]), "minor_stop": info.get("stop_reason"),
+               "minor_s": round(dt_minor, 3), "major_s": round(dt_major, 3)}
         cycles.append(rec)
         log.info("major cycle %d/%d: %d components (total %d/%d), residual peak %.4g -> %.4g Jy/beam, "
                  "rms %.3g, model flux %.4g Jy", cycle, s.nmiter, last_minor, niter_done, s.niter, peak, new_peak,
                  new_sigma, rec["model_flux"])
-        if s.checkpoint:
-            write_checkpoint(s.name, Checkpoint(model=model, cycle=cycle, niter_done=niter_done,
-                                                settings=s.image_settings(), cycles=cycles, taylor=taylor))
+        if checkpoint_name:
+            write_checkpoint(checkpoint_name, Checkpoint(model=model, cycle=cycle, niter_done=niter_done,
+                                                         settings=s.image_settings(), cycles=cycles, taylor=taylor))
+    return CleanResult(psf=psf, sumwt=sumwt, beam=beam, dirty=dirty, model=model, residual=residual, taylor=taylor,
+                       cycles=cycles, niter_done=niter_done, stop_reason=stop_reason,
+                       timings={"minor_total_s": round(t_minor, 3), "major_total_s": round(t_major, 3)})
 
-    restored = np.stack([restore(model[c], residual[c], beam, grid.cell) for c in range(model.shape[0])])
+
+def final_images(index: StoreIndex, s: Settings, grid: GridSpec, freqs_out: np.ndarray, r: CleanResult) -> dict:
+    """Model, residual, restored image (and spectral index for Taylor terms) as Images."""
+    restored = r.restored(grid.cell)
     images = {
-        "model": make_image(index, model, grid.cell, freqs_out, "JY/PIXEL", stokes=s.stokes),
-        "residual": make_image(index, residual, grid.cell, freqs_out, "JY/BEAM", beam, stokes=s.stokes),
-        "image": make_image(index, restored, grid.cell, freqs_out, "JY/BEAM", beam, stokes=s.stokes),
+        "model": make_image(index, r.model, grid.cell, freqs_out, "JY/PIXEL", stokes=s.stokes),
+        "residual": make_image(index, r.residual, grid.cell, freqs_out, "JY/BEAM", r.beam, stokes=s.stokes),
+        "image": make_image(index, restored, grid.cell, freqs_out, "JY/BEAM", r.beam, stokes=s.stokes),
     }
-    if taylor is not None and taylor.shape[0] > 1:
+    if r.taylor is not None and r.taylor.shape[0] > 1:
         from arl_mpi.deconvolution.msmfs import spectral_index
 
-        t0r = restore(taylor[0], np.zeros_like(taylor[0]), beam, grid.cell)
-        t1r = restore(taylor[1], np.zeros_like(taylor[1]), beam, grid.cell)
+        t0r = restore(r.taylor[0], np.zeros_like(r.taylor[0]), r.beam, grid.cell)
+        t1r = restore(r.taylor[1], np.zeros_like(r.taylor[1]), r.beam, grid.cell)
         alpha = np.nan_to_num(spectral_index(t0r, t1r, 0.05 * float(np.max(t0r))), nan=0.0)
-        images["alpha"] = make_image(index, alpha[None], grid.cell, freqs_out[:1], "", beam, stokes=s.stokes)
+        images["alpha"] = make_image(index, alpha[None], grid.cell, freqs_out[:1], "", r.beam, stokes=s.stokes)
+    return images
+
+
+def dynamic_range(restored: np.ndarray, residual: np.ndarray) -> float:
+    """Peak of the restored image over the (MAD) noise of the residual."""
+    from arl_mpi.deconvolution.common import mad_sigma
+
+    return float(np.max(restored) / max(mad_sigma(residual[0]), 1e-30))
+
+
+def run_continuum(client, s: Settings, store: str) -> dict[str, Any]:
+    """The continuum pipeline on ``store``; writes the images and returns the summary."""
+    t_start = time.perf_counter()
+    index = open_store(store)
+    grid = grid_spec(s, index)
+    freqs_out = output_frequencies(index, s.channels_out)
+    log.info("store %s: %d partitions, %d visibilities, %d channels, polarisations %s",
+             index.path, len(index.partitions), index.nvis, index.meta.frequency.size, index.meta.polarisations)
+    res = load_and_weight(client, s, index, grid)
+    cell_warning = check_cell(s, float(res.counts[3]))
+    psf, sumwt, dirty, beam, t_psf_dirty = psf_and_dirty(client, res.data, grid)
+    log.info("dirty image: peak %.4g Jy/beam; beam %.3g x %.3g asec, pa %.1f deg",
+             float(np.max(np.abs(dirty))), *(np.rad2deg(beam[:2]) * 3600), np.rad2deg(beam[2]))
+    write_image_set(s.name, {"dirty": make_image(index, dirty, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes),
+                             "psf": make_image(index, psf, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes)}, s.png)
+    r = clean_loop(client, s, res.data, grid, freqs_out, psf, sumwt, dirty, beam,
+                   checkpoint_name=s.name if s.checkpoint else None, resume=s.resume)
+    images = final_images(index, s, grid, freqs_out, r)
     files = write_image_set(s.name, images, s.png)
-    peak, sigma = minor.residual_stats(residual, sumwt)
+    peak, sigma = minor.residual_stats(r.residual, sumwt)
     nworkers = len(client.scheduler_info()["workers"])
     return {
         "pipeline": "continuum", "store": str(index.path), "settings": s.as_dict(),
@@ -224,12 +283,13 @@ def run_continuum(client, s: Settings, store: str) -> dict[str, Any]:
                          "flagged_on_load": int(res.counts[2]), "uvmax_wavelengths": float(res.counts[3])},
         "beam_deg": [float(np.rad2deg(b)) for b in beam[:2]] + [float(np.rad2deg(beam[2]))],
         "sumwt": [float(x) for x in sumwt], "output_frequencies_hz": freqs_out.tolist(),
-        "cycles": cycles, "stop_reason": stop_reason, "total_iterations": niter_done,
-        "final": {"residual_peak": peak, "residual_rms_mad": sigma, "model_flux": float(model.sum() / model.shape[0]),
-                  "image_peak": float(np.max(restored))},
+        "cycles": r.cycles, "stop_reason": r.stop_reason, "total_iterations": r.niter_done,
+        "final": {"residual_peak": peak, "residual_rms_mad": sigma,
+                  "model_flux": float(r.model.sum() / r.model.shape[0]),
+                  "image_peak": float(np.max(images["image"].data)),
+                  "dynamic_range": dynamic_range(images["image"].data[:, 0], r.residual)},
         "warnings": [w for w in [cell_warning] if w],
         "timings_s": {**{k: round(v, 3) for k, v in res.timings.items()}, "psf_dirty_s": round(t_psf_dirty, 3),
-                      "minor_total_s": round(t_minor, 3), "major_total_s": round(t_major, 3),
-                      "total_s": round(time.perf_counter() - t_start, 3)},
+                      **r.timings, "total_s": round(time.perf_counter() - t_start, 3)},
         "files": files,
     }

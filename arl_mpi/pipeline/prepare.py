@@ -35,12 +35,26 @@ def simulate_graph(store: str, sim_settings: SimulationSettings, ntime_parts: in
     return [delayed(write, pure=False)(pid) for pid in range(n)]
 
 
+def builtin_simulation(pipeline: str) -> SimulationSettings:
+    """The built-in observation for each pipeline.
+
+    continuum: 8 point sources, 4 channels; spectral: 16 channels and a Gaussian line source
+    of 1 Jy peak; ical: the continuum sky corrupted by antenna gains (phase screens of tens of
+    degrees and 5% amplitude drifts).
+    """
+    if pipeline == "spectral":
+        return SimulationSettings(nchan=16, nsources=3, line_peak_jy=1.0, line_centre_hz=110e6, line_fwhm_hz=3e6)
+    if pipeline == "ical":
+        return SimulationSettings(extra={"gains": {"phase_rms_deg": 30.0, "amp_rms": 0.05, "seed": 7}})
+    return SimulationSettings()
+
+
 def ensure_store(client, s: Settings) -> str:
     """Path of the store to image (simulating the built-in observation when needed)."""
     if s.vis:
         open_store(s.vis)  # fail early with a one-line error
         return s.vis
-    sim_settings = SimulationSettings()
+    sim_settings = builtin_simulation(s.pipeline)
     path = Path(f"{s.name}-sim.store")
     if (path / "index.h5").exists():
         try:

@@ -93,10 +93,12 @@ class Settings:
     # ICAL
     ical_rounds: int = 3
     ical_solint: float = 0.0
-    ical_phase_only_rounds: int = 2
+    ical_phase_only_rounds: int = 1
     ical_min_snr: float = 3.0
+    ical_pol_mode: str = "diagonal"
     # spectral line
     continuum_subtract_order: int = -1
+    continuum_fit_channels: str | None = None
     # simulation of the built-in observation when no --vis is given
     time_partitions: int = 4
     freq_partitions: int = 1
@@ -167,6 +169,7 @@ class Settings:
             (all(s >= 0 for s in self.multiscale_scales), "multiscale-scales: must be >= 0 pixels"),
             (self.ical_rounds >= 1, "ical-rounds: must be >= 1"),
             (self.ical_min_snr >= 0, "ical-min-snr: must be >= 0"),
+            (self.ical_pol_mode in ("scalar", "diagonal"), "ical-pol-mode: scalar or diagonal"),
             (self.cluster_timeout > 0, "cluster-timeout: must be > 0"),
             (self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log-level: DEBUG, INFO, WARNING or ERROR"),
         ]
@@ -184,7 +187,8 @@ class Settings:
         keep = ("vis", "stokes", "size", "scale", "epsilon", "w_correction", "double", "weight", "taper_gaussian",
                 "niter", "gain", "mgain", "threshold", "auto_threshold", "nmiter", "multiscale", "multiscale_scales",
                 "multiscale_scale_bias", "channels_out", "fit_spectral_pol", "pipeline", "ical_rounds", "ical_solint",
-                "ical_phase_only_rounds", "ical_min_snr", "continuum_subtract_order")
+                "ical_phase_only_rounds", "ical_min_snr", "ical_pol_mode", "continuum_subtract_order",
+                "continuum_fit_channels")
         d = dataclasses.asdict(self)
         return {k: _jsonable(d[k]) for k in keep}
 
@@ -237,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ical-solint", type=float, help="gain solution interval (s); 0 = per integration")
     a("--ical-phase-only-rounds", type=int, help="first N self-cal rounds solve phase only")
     a("--ical-min-snr", type=float)
+    a("--ical-pol-mode", choices=["scalar", "diagonal"],
+      help="diagonal: separate X/Y (R/L) gains from the parallel hands (default); scalar: one gain per antenna")
     a("--continuum-subtract-order", type=int, help="spectral: uv-plane polynomial order to subtract (-1: none)")
+    a("--continuum-fit-channels", help="spectral: line-free channels to fit the continuum on, e.g. 0-5,12-15")
     a("--time-partitions", type=int, help="partitions in time of the simulated observation")
     a("--freq-partitions", type=int)
     a("--threads-per-worker", type=int)

@@ -52,6 +52,10 @@ class SimulationSettings:
     flux_min_jy, flux_max_jy : float
     noise_jy : float, rms noise per real/imaginary part per visibility (0 = none)
     seed : int
+    line_peak_jy : float, peak of a Gaussian spectral-line source (0 = none)
+    line_centre_hz, line_fwhm_hz : float, its line centre and width
+    line_ra_offset_deg, line_dec_offset_deg : float, its offset from the phase centre
+    line_continuum_jy : float, flat continuum of the line source
     """
 
     layout: str = "LOW-CORE"
@@ -72,6 +76,12 @@ class SimulationSettings:
     flux_max_jy: float = 3.0
     noise_jy: float = 0.05
     seed: int = 1234
+    line_peak_jy: float = 0.0
+    line_centre_hz: float = 110e6
+    line_fwhm_hz: float = 2e6
+    line_ra_offset_deg: float = 0.5
+    line_dec_offset_deg: float = -0.3
+    line_continuum_jy: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -109,8 +119,11 @@ class Simulation:
 
 def component_record(c: SkyComponent) -> dict:
     """JSON-serialisable description of a component."""
-    return {"ra_deg": float(c.direction.icrs.ra.deg), "dec_deg": float(c.direction.icrs.dec.deg),
-            "flux_jy": float(c.flux), "ref_freq_hz": float(c.ref_freq), "spectral_index": float(c.spectral_index)}
+    rec = {"ra_deg": float(c.direction.icrs.ra.deg), "dec_deg": float(c.direction.icrs.dec.deg),
+           "flux_jy": float(c.flux), "ref_freq_hz": float(c.ref_freq), "spectral_index": float(c.spectral_index)}
+    if c.line_fwhm > 0:
+        rec.update(line_peak_jy=float(c.line_peak), line_centre_hz=float(c.line_centre), line_fwhm_hz=float(c.line_fwhm))
+    return rec
 
 
 def build(settings: SimulationSettings) -> Simulation:
@@ -128,6 +141,10 @@ def build(settings: SimulationSettings) -> Simulation:
     ref = float(np.mean(freq))
     comps = random_components(pc, np.deg2rad(settings.fov_deg), settings.nsources,
                               flux_range=(settings.flux_min_jy, settings.flux_max_jy), ref_freq=ref, seed=settings.seed)
+    if settings.line_peak_jy:
+        where = pc.spherical_offsets_by(settings.line_ra_offset_deg * u.deg, settings.line_dec_offset_deg * u.deg)
+        comps.append(SkyComponent(where, settings.line_continuum_jy, ref, 0.0, line_peak=settings.line_peak_jy,
+                                  line_centre=settings.line_centre_hz, line_fwhm=settings.line_fwhm_hz))
     return Simulation(settings=settings, spec=spec, components=comps)
 
 
@@ -137,12 +154,34 @@ def partition_seed(seed: int, time_block: int, freq_block: int) -> int:
     return int.from_bytes(h[:8], "little")
 
 
+def true_gains(sim: Simulation):
+    """The antenna gains the recipe corrupts the data with (``settings.extra["gains"]``), or None.
+
+    ``extra["gains"]`` holds keyword arguments of
+    :func:`arl_mpi.simulation.corruption.simulate_gains` (phase_rms_deg, amp_rms, seed, ...).
+    """
+    spec = sim.settings.extra.get("gains") if sim.settings.extra else None
+    if not spec:
+        return None
+    from arl_mpi.simulation.corruption import simulate_gains
+
+    receptors = ["R", "L"] if sim.spec.polarisations[0].startswith("R") else ["X", "Y"]
+    return simulate_gains(sim.spec.configuration.nant, sim.spec.times, sim.spec.frequency, receptors=receptors,
+                          antenna_names=sim.spec.configuration.names, **spec)
+
+
 def simulate_partition(sim: Simulation, times: np.ndarray, chans: slice, time_block: int, freq_block: int):
-    """Visibilities of one partition (sources + noise)."""
+    """Visibilities of one partition (sources, then antenna gains if any, then noise)."""
     from arl_mpi.simulation.observation import create_visibility
 
     vis = create_visibility(sim.spec, times, chans)
     add_components(vis, sim.components)
+    gt = true_gains(sim)
+    if gt is not None:
+        from arl_mpi.calibration.apply import corrupt_visibilities
+
+        out = corrupt_visibilities(vis.time, vis.antenna1, vis.antenna2, vis.vis, vis.frequency, vis.polarisations, gt)
+        vis.vis[...] = out[0] if isinstance(out, tuple) else out
     add_noise(vis, sim.settings.noise_jy, partition_seed(sim.settings.seed, time_block, freq_block))
     return vis
 

@@ -1,0 +1,171 @@
+"""Spectral-line imaging: every channel (or channel block) imaged and cleaned independently.
+
+Per major cycle the workers grid the residual cube (one plane per output channel, summed
+over partitions), then run one minor cycle *per channel, in parallel on the workers*: the
+residual cube and the model stay on the workers as futures, only per-channel statistics
+(peak, noise, components) come to the driver, which decides when each channel stops.
+Optionally the continuum is first subtracted in the uv plane (polynomial per baseline).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from arl_mpi.deconvolution.common import mad_sigma
+from arl_mpi.graphs import graphs as G
+from arl_mpi.graphs.partitions import GridSpec, ImagingData
+from arl_mpi.imaging.beam import fit_beam, restore
+from arl_mpi.imaging.serial import CleanSettings, minor_cycle_step, stop_rule
+from arl_mpi.imaging.uvcontsub import uv_continuum_subtract
+from arl_mpi.io.store import open_store
+from arl_mpi.pipeline import minor
+from arl_mpi.pipeline.continuum import (
+    check_cell,
+    grid_spec,
+    load_and_weight,
+    output_frequencies,
+    persist_balanced,
+)
+from arl_mpi.pipeline.outputs import make_image, write_image_set
+from arl_mpi.pipeline.settings import Settings
+
+log = logging.getLogger("arl_mpi.pipeline")
+
+
+def contsub_partition(data: ImagingData, order: int) -> ImagingData:
+    """Subtract a per-baseline polynomial continuum from one partition (runs on a worker)."""
+    from dataclasses import replace
+
+    vis = uv_continuum_subtract(data.vis, data.weight, data.flags, data.freq, order)
+    return replace(data, vis=vis.astype(data.vis.dtype))
+
+
+def channel_minor_cycle(pair: tuple[np.ndarray, np.ndarray], psf_pair: tuple[np.ndarray, np.ndarray], chan: int,
+                        cs: CleanSettings, niter_done: int, cycle: int, last_minor: int | None) -> dict[str, Any]:
+    """One channel's stopping decision and minor cycle, on a worker.
+
+    Returns ``{"update": plane or None, "niter", "peak", "sigma", "stop", "worker", "t0", "t1"}``.
+    """
+    from distributed import get_worker
+
+    t0 = time.time()
+    img, sw = pair
+    residual = img[chan] / sw[chan] if sw[chan] > 0 else np.zeros_like(img[chan])
+    psf = psf_pair[0][chan] / psf_pair[1][chan] if psf_pair[1][chan] > 0 else None
+    peak, sigma = float(np.max(np.abs(residual))), float(mad_sigma(residual))
+    out: dict[str, Any] = {"chan": chan, "peak": peak, "sigma": sigma, "niter": 0, "update": None, "stop": ""}
+    if psf is None:
+        out["stop"] = "no_data"
+    else:
+        stop, reason = stop_rule(peak, sigma, niter_done, cycle, cs, last_minor)
+        if stop:
+            out["stop"] = reason
+        else:
+            upd, info = minor_cycle_step(residual, psf, np.zeros_like(residual), cs, niter_done)
+            out.update(update=upd, niter=int(info["niter"]))
+    try:
+        out["worker"] = get_worker().address
+    except ValueError:
+        out["worker"] = "local"
+    out["t0"], out["t1"] = t0, time.time()
+    return out
+
+
+def _strip(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "update"}
+
+
+def _add_updates(model: np.ndarray, *results: dict[str, Any]) -> np.ndarray:
+    model = model.copy()
+    for r in results:
+        if r["update"] is not None:
+            model[r["chan"]] += r["update"]
+    return model
+
+
+def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
+    """The spectral-line pipeline on ``store``: a cube of every channel (or block)."""
+    t_start = time.perf_counter()
+    index = open_store(store)
+    nchan = int(index.meta.frequency.size)
+    if s.channels_out == 1:
+        s.channels_out = nchan
+    grid: GridSpec = grid_spec(s, index)
+    nout = grid.channels_out
+    freqs_out = output_frequencies(index, nout)
+    res = load_and_weight(client, s, index, grid)
+    cell_warning = check_cell(s, float(res.counts[3]))
+    data = res.data
+    if s.continuum_subtract_order >= 0:
+        data = persist_balanced(client, G.map_graph(contsub_partition, data, s.continuum_subtract_order))
+        log.info("subtracted a polynomial continuum of order %d per baseline in the uv plane",
+                 s.continuum_subtract_order)
+    psf_f = client.compute(G.psf_graph(data, grid))
+    residual_f = client.compute(G.invert_graph(data, grid))
+    psf_pair, dirty_pair = client.gather([psf_f, residual_f])
+    psf, dirty = G.normalise(psf_pair), G.normalise(dirty_pair)
+    beams = [fit_beam(psf[c], grid.cell) if psf_pair[1][c] > 0 else None for c in range(nout)]
+    # restore every channel with one common beam (the largest), so Jy/beam means the same everywhere
+    common = max((b for b in beams if b is not None), key=lambda b: b[0] * b[1])
+    write_image_set(s.name, {"dirty": make_image(index, dirty, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes),
+                             "psf": make_image(index, psf, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes)}, s.png)
+    cs = minor.clean_settings(s)
+    workers = sorted(client.scheduler_info()["workers"])
+    model_f = client.scatter(np.zeros_like(dirty))
+    niter_done = np.zeros(nout, dtype=int)
+    last = [None] * nout
+    active = list(range(nout))
+    cycles: list[dict[str, Any]] = []
+    minor_tasks: list[dict[str, Any]] = []
+    cycle = 0
+    while s.niter > 0 and active:
+        futs = [client.submit(channel_minor_cycle, residual_f, psf_f, c, cs, int(niter_done[c]), cycle, last[c],
+                              workers=[workers[i % len(workers)]], allow_other_workers=True, pure=False)
+                for i, c in enumerate(active)]
+        infos = client.gather([client.submit(_strip, f, pure=False) for f in futs])
+        minor_tasks.extend(infos)
+        still = []
+        for c, info in zip(active, infos, strict=True):
+            niter_done[c] += info["niter"]
+            last[c] = info["niter"]
+            if not info["stop"]:
+                still.append(c)
+        if not any(i["niter"] for i in infos):
+            break
+        model_f = client.submit(_add_updates, model_f, *futs, pure=False)
+        residual_f = client.compute(G.invert_graph(data, grid, model_f))
+        cycle += 1
+        cycles.append({"cycle": cycle, "channels_cleaned": sum(1 for i in infos if i["niter"]),
+                       "components": int(sum(i["niter"] for i in infos)),
+                       "max_peak": float(max(i["peak"] for i in infos))})
+        log.info("major cycle %d: cleaned %d channels in parallel on %d workers (%d components); %d channels "
+                 "still active", cycle, cycles[-1]["channels_cleaned"], len({i["worker"] for i in infos}),
+                 cycles[-1]["components"], len(still))
+        active = still
+    model, residual = client.gather([model_f, residual_f])
+    residual = G.normalise(residual)
+    restored = np.stack([restore(model[c], residual[c], common, grid.cell) for c in range(nout)])
+    files = write_image_set(s.name, {
+        "model": make_image(index, model, grid.cell, freqs_out, "JY/PIXEL", stokes=s.stokes),
+        "residual": make_image(index, residual, grid.cell, freqs_out, "JY/BEAM", common, stokes=s.stokes),
+        "image": make_image(index, restored, grid.cell, freqs_out, "JY/BEAM", common, stokes=s.stokes),
+    }, s.png)
+    return {
+        "pipeline": "spectral", "store": str(index.path), "settings": s.as_dict(),
+        "workers": len(workers), "partitions": len(index.partitions), "channels_out": nout,
+        "output_frequencies_hz": freqs_out.tolist(),
+        "beam_deg": [float(np.rad2deg(common[0])), float(np.rad2deg(common[1])), float(np.rad2deg(common[2]))],
+        "channel_beams_deg": [[float(np.rad2deg(x)) for x in b] if b else None for b in beams],
+        "visibilities": {"samples": int(res.counts[0]), "unflagged": int(res.counts[1]),
+                         "flagged_on_load": int(res.counts[2])},
+        "cycles": cycles, "components_per_channel": niter_done.tolist(),
+        "minor_cycle_tasks": [{k: v for k, v in t.items() if k in ("chan", "worker", "t0", "t1", "niter", "stop")}
+                              for t in minor_tasks],
+        "warnings": [w for w in [cell_warning] if w],
+        "timings_s": {"total_s": round(time.perf_counter() - t_start, 3)},
+        "files": files,
+    }
