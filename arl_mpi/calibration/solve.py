@@ -293,7 +293,9 @@ def solve_gains(
     conj(g_j)|^2`` over its ``n_i`` weighted samples and ``s_i = chi2_i /
     (n_i - 1)``, ``SNR_i = |g_i| sqrt(sum_j w |g_j M_ij|^2 / s_i)``, i.e. the
     gain amplitude over its (complex) standard error.  The rms phase error is
-    about ``1 / (sqrt(2) SNR)`` radians.  ``n_i <= 1`` gives SNR 0.
+    about ``1 / (sqrt(2) SNR)`` radians.  ``n_i <= 1`` gives SNR 0.  The
+    weight ignores the reference antenna's own phase error, which referencing
+    adds to every other antenna.
     """
     time = np.asarray(time, dtype=np.float64)
     a1 = np.asarray(antenna1)
