@@ -15,7 +15,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
+
+# The subtraction is a BLAS axpy: a multi-threaded OpenBLAS spin-waits badly on a loaded
+# 2-core machine, so default to one BLAS thread (must be set before numpy is imported).
+if "--blas-threads" in sys.argv:
+    os.environ["OPENBLAS_NUM_THREADS"] = sys.argv[sys.argv.index("--blas-threads") + 1]
+else:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -31,8 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--npix", type=int, default=1024)
     ap.add_argument("--niter", type=int, default=10_000)
+    ap.add_argument("--blas-threads", default=None, help="OPENBLAS_NUM_THREADS (default 1)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log.info("OPENBLAS_NUM_THREADS=%s", os.environ.get("OPENBLAS_NUM_THREADS"))
     n = args.npix
     rng = np.random.default_rng(0)
     ant = rng.normal(scale=800.0, size=(40, 2))
