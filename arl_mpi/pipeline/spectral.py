@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from arl_mpi.deconvolution.common import mad_sigma
+from arl_mpi.errors import ConfigError
 from arl_mpi.graphs import graphs as G
 from arl_mpi.graphs.partitions import GridSpec, ImagingData
 from arl_mpi.imaging.beam import fit_beam, restore
@@ -36,11 +37,34 @@ from arl_mpi.pipeline.settings import Settings
 log = logging.getLogger("arl_mpi.pipeline")
 
 
-def contsub_partition(data: ImagingData, order: int) -> ImagingData:
-    """Subtract a per-baseline polynomial continuum from one partition (runs on a worker)."""
+def parse_channel_ranges(text: str | None, nchan: int) -> np.ndarray | None:
+    """``"0-5,12-15"`` -> boolean mask over the observation's channels (None: all)."""
+    if not text:
+        return None
+    mask = np.zeros(nchan, dtype=bool)
+    try:
+        for part in str(text).split(","):
+            lo, _, hi = part.strip().partition("-")
+            a, b = int(lo), int(hi or lo)
+            if not 0 <= a <= b < nchan:
+                raise ValueError
+            mask[a:b + 1] = True
+    except ValueError:
+        raise ConfigError(f"continuum-fit-channels: '{text}' is not a list of ranges within 0-{nchan - 1}") from None
+    return mask
+
+
+def contsub_partition(data: ImagingData, order: int, fit_mask: np.ndarray | None = None) -> ImagingData:
+    """Subtract a per-baseline polynomial continuum from one partition (runs on a worker).
+
+    The fit uses the partition's own channels (``fit_mask`` over the whole observation
+    selects line-free ones), so keep all channels of a spectral window in one frequency
+    partition for a meaningful fit.
+    """
     from dataclasses import replace
 
-    vis = uv_continuum_subtract(data.vis, data.weight, data.flags, data.freq, order)
+    sel = None if fit_mask is None else fit_mask[data.chan_start:data.chan_start + data.freq.size]
+    vis = uv_continuum_subtract(data.vis, data.weight, data.flags, data.freq, order, sel)
     return replace(data, vis=vis.astype(data.vis.dtype))
 
 
@@ -101,7 +125,8 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
     cell_warning = check_cell(s, float(res.counts[3]))
     data = res.data
     if s.continuum_subtract_order >= 0:
-        data = persist_balanced(client, G.map_graph(contsub_partition, data, s.continuum_subtract_order))
+        mask = parse_channel_ranges(s.continuum_fit_channels, nchan)
+        data = persist_balanced(client, G.map_graph(contsub_partition, data, s.continuum_subtract_order, mask))
         log.info("subtracted a polynomial continuum of order %d per baseline in the uv plane",
                  s.continuum_subtract_order)
     psf_f = client.compute(G.psf_graph(data, grid))
