@@ -135,3 +135,32 @@ def test_mfs_spectral_indices_gridded():
         assert t1 / t0 == pytest.approx(a, abs=0.05), (x, y, t1 / t0, a)
     amap = spectral_index(models[0], models[1], 0.1)
     assert amap[64, 64] == pytest.approx(-0.7, abs=0.05)
+
+
+def test_serial_multiscale_extended():
+    """Serial loop with multiscale: extended + point source, fewer components than Hogbom."""
+    npix, cell = 128, 8e-4
+    freq = np.array([140e6])
+    uvw = make_uvw(24, 600.0, np.radians(np.linspace(-60, 60, 10)), np.radians(-45.0), seed=5)
+    yy, xx = np.mgrid[0:npix, 0:npix]
+    sky = 0.02 * np.exp(-((xx - 50) ** 2 + (yy - 70) ** 2) / (2 * 4.0**2))
+    sky[sky < 1e-4] = 0
+    sky[30, 90] = 1.0
+    ys, xs = np.nonzero(sky)
+    l, m = pixel_to_lm(xs, ys, npix, npix, cell)
+    vis = dft_predict(l, m, sky[ys, xs][:, None], uvw, freq)
+    w = np.ones(vis.shape)
+    kw = dict(niter=3000, gain=0.2, mgain=0.8, threshold=2e-3, nmiter=10, epsilon=1e-5)
+    ms = image_serial(
+        uvw, freq, vis, w, None, npix, cell, algorithm="multiscale", scales_px=[0, 6, 12], **kw
+    )
+    hb = image_serial(uvw, freq, vis, w, None, npix, cell, algorithm="hogbom", **kw)
+    assert ms["stop_reason"] == "threshold" and hb["stop_reason"] == "threshold"
+    assert np.abs(ms["residual"]).max() <= 2e-3
+    # point source within 1 %, extended flux within 7 % (the rest is below the threshold)
+    assert ms["model"][27:34, 87:94].sum() == pytest.approx(1.0, rel=0.01)
+    assert ms["model"][55:85, 35:65].sum() == pytest.approx(sky[55:85, 35:65].sum(), rel=0.07)
+    n_ms = sum(c["niter"] for c in ms["cycles"])
+    n_hb = sum(c["niter"] for c in hb["cycles"])
+    assert n_hb > 2 * n_ms
+    assert sum(c["components_per_scale"][12.0] for c in ms["cycles"]) > 0
