@@ -9,6 +9,8 @@ only the overlapping part is subtracted; the major cycle corrects the remainder.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.fft
 
@@ -19,7 +21,14 @@ __all__ = [
     "scale_kernel",
     "normalise_psf",
     "crop_psf",
+    "axpy_flat",
 ]
+
+# OpenBLAS runs ?axpy single-threaded for n <= 10000; larger calls are split across threads,
+# which spin-wait badly when the cores are busy (seen: 1.9 ms instead of 0.2 ms for 1M floats
+# on a loaded 2-core machine). Chunks below that size keep every call single-threaded
+# whatever OPENBLAS_NUM_THREADS is.
+AXPY_CHUNK = 8192
 
 
 def mad_sigma(image: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -90,3 +99,11 @@ def crop_psf(psf: np.ndarray, psf_support: int | None) -> np.ndarray:
     s = int(psf_support)
     cy, cx = psf.shape[-2] // 2, psf.shape[-1] // 2
     return psf[..., max(0, cy - s) : cy + s + 1, max(0, cx - s) : cx + s + 1]
+
+
+def axpy_flat(
+    axpy: Any, x: np.ndarray, y: np.ndarray, n: int, a: float, offx: int, offy: int
+) -> None:
+    """In-place ``y[offy:offy+n] += a * x[offx:offx+n]`` with BLAS, in single-threaded chunks."""
+    for k in range(0, n, AXPY_CHUNK):
+        axpy(x, y, n=min(AXPY_CHUNK, n - k), a=a, offx=offx + k, offy=offy + k)

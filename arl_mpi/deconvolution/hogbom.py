@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
-from .common import crop_psf, mad_sigma, normalise_psf
+from .common import axpy_flat, crop_psf, mad_sigma, normalise_psf
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def hogbom(
         k0 = max(0, off)
         k1 = min(nflat_res, nflat_psf + off)
         if k1 > k0:
-            axpy(psf_flat, res_flat, n=k1 - k0, a=-amp, offx=k0 - off, offy=k0)
+            axpy_flat(axpy, psf_flat, res_flat, k1 - k0, -amp, k0 - off, k0)
         r0, r1 = max(0, y - cy), min(ny, y - cy + py)
         bound[r0:r1] += abs(amp) * psf_rowabs[r0 - y + cy : r1 - y + cy]
         exact[r0:r1] = False

@@ -29,8 +29,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
-from .common import convolve_same, crop_psf, normalise_psf, patch_slices, scale_kernel
+from .common import axpy_flat, convolve_same, crop_psf, normalise_psf, patch_slices, scale_kernel
 from .hogbom import effective_threshold
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,34 @@ def taylor_residuals(
     return np.stack([np.tensordot(w * x**t, cube, axes=(0, 0)) for t in range(nterms)])
 
 
+class _LazyRowMax:
+    """Per-row upper bounds of a non-negative image, re-scanned lazily.
+
+    ``rowfunc(rows)`` returns the exact maxima of the given rows. ``raise_rows`` adds a
+    guaranteed upper bound of the change; ``peak`` re-scans (in one vectorised call) only the
+    rows whose bound could exceed the largest exact row maximum.
+    """
+
+    def __init__(self, rowfunc: Any, ny: int) -> None:
+        self.rowfunc = rowfunc
+        self.bound = np.asarray(rowfunc(np.arange(ny)), dtype=np.float64)
+        self.exact = np.ones(ny, dtype=bool)
+
+    def peak(self) -> tuple[int, float]:
+        y = int(np.argmax(self.bound))
+        if not self.exact[y]:
+            best_exact = float(np.max(np.where(self.exact, self.bound, -1.0)))
+            cand = np.nonzero(~self.exact & (self.bound >= best_exact))[0]
+            self.bound[cand] = self.rowfunc(cand)
+            self.exact[cand] = True
+            y = int(np.argmax(self.bound))
+        return y, float(self.bound[y])
+
+    def raise_rows(self, r0: int, r1: int, inc: np.ndarray) -> None:
+        self.bound[r0:r1] += inc
+        self.exact[r0:r1] = False
+
+
 def _engine(
     resid_t: np.ndarray,
     psf_q: np.ndarray,
@@ -59,74 +88,102 @@ def _engine(
     auto_threshold: float | None,
     mgain: float | None,
     mask: np.ndarray | None,
+    double: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """MS-MFS minor cycle (see module docstring).
+
+    Implementation: all residual images (``nsc`` smoothed ones and the unsmoothed one, each
+    with ``nterms`` Taylor planes) are stored with rows padded to ``nx + px`` and every cross
+    PSF zero-padded to the same row length, so each update is one contiguous BLAS ``axpy``
+    (as in :func:`~arl_mpi.deconvolution.hogbom.hogbom`). Criterion and residual maxima are
+    tracked with lazily re-scanned per-row upper bounds; the criterion is the norm
+    ``|| H_s^{-1/2} R ||`` so the bound grows by at most ``||H_s^{-1/2}|| * ||Delta R||``.
+    """
     nterms, ny, nx = resid_t.shape
+    rdtype = np.float64 if double else np.float32
+    axpy = blas.daxpy if double else blas.saxpy
     scales = [float(s) for s in scales_px]
     kernels = [scale_kernel(s) for s in scales]
     smax = max(scales) if max(scales) > 0 else 1.0
     bias = np.array([1.0 - scale_bias * s / smax for s in scales])
     nsc = len(scales)
-    psf_shape = psf_q.shape[1:]
-    pcy, pcx = psf_shape[0] // 2, psf_shape[1] // 2
-    # smoothed residuals: index 0 .. nsc-1 per scale; unsmoothed kept separately
-    resid = resid_t.copy()
-    rs = np.stack(
-        [np.stack([convolve_same(resid[t], k) for t in range(nterms)]) for k in kernels]
-    )  # [nsc, nterms, ny, nx]
-    # cross PSFs P[q, s, s'] and P[q, s, delta]
-    pss = np.empty((2 * nterms - 1, nsc, nsc) + psf_shape)
-    ps0 = np.empty((2 * nterms - 1, nsc) + psf_shape)
+    nimg = nsc + 1  # image index nsc = unsmoothed residual
+    py, px = psf_q.shape[1:]
+    pcy, pcx = py // 2, px // 2
+    width = nx + px
+    work = np.zeros((nimg, nterms, ny, width), dtype=rdtype)
+    for t in range(nterms):
+        work[nsc, t, :, :nx] = resid_t[t]
+        for s in range(nsc):
+            work[s, t, :, :nx] = convolve_same(resid_t[t], kernels[s])
+    views = work[..., :nx]
+    flat = work.reshape(nimg, nterms, ny * width)
+
+    # cross PSFs P(q, s, i) = psf_q[q] * S_s * K_i (K_nsc = delta), padded, and row |max|
+    pflat: dict[tuple[int, int, int], np.ndarray] = {}
+    prow: dict[tuple[int, int, int], np.ndarray] = {}
+    centre: dict[tuple[int, int, int], float] = {}
+
+    def key(q: int, s: int, i: int) -> tuple[int, int, int]:
+        return (q, s, i) if i == nsc else (q, min(s, i), max(s, i))
+
     for s in range(nsc):
-        for q in range(2 * nterms - 1):
-            ps0[q, s] = convolve_same(psf_q[q], kernels[s])
-        for s2 in range(s, nsc):
-            k2 = convolve_same(np.pad(kernels[s], _pad_to(kernels[s], kernels[s2])), kernels[s2])
+        for i in range(s, nimg):
+            if i == nsc:
+                k2 = kernels[s]
+            else:
+                k2 = convolve_same(np.pad(kernels[s], _pad_to(kernels[s], kernels[i])), kernels[i])
             for q in range(2 * nterms - 1):
-                pss[q, s, s2] = convolve_same(psf_q[q], k2)
-                pss[q, s2, s] = pss[q, s, s2]
-    hess = np.empty((nsc, nterms, nterms))
-    for s in range(nsc):
-        for t in range(nterms):
-            for t2 in range(nterms):
-                hess[s, t, t2] = pss[t + t2, s, s, pcy, pcx]
+                cp = convolve_same(psf_q[q], k2)
+                pad = np.zeros((py, width), dtype=rdtype)
+                pad[:, :px] = cp
+                pflat[key(q, s, i)] = pad.reshape(-1)
+                prow[key(q, s, i)] = np.abs(cp).max(axis=1)
+                centre[key(q, s, i)] = float(cp[pcy, pcx])
+    hess = np.array(
+        [
+            [[centre[key(t + t2, s, s)] for t2 in range(nterms)] for t in range(nterms)]
+            for s in range(nsc)
+        ]
+    )
     hinv = np.linalg.inv(hess)
+    # ||H^{-1/2}||_2 = sqrt(largest eigenvalue of H^{-1})
+    hnorm = np.sqrt(np.array([np.linalg.eigvalsh(h).max() for h in hinv]))
     maskb = None if mask is None else np.asarray(mask, dtype=bool)
+    maskf = None if maskb is None else maskb.astype(np.float64)
     models = np.zeros((nterms, ny, nx))
 
-    maskf = None if maskb is None else maskb.astype(np.float64)
-
-    def crit_rows(sc: int, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Criterion (bias * sqrt(chi2 reduction)) and Taylor amplitudes for rows r0:r1."""
-        sub = rs[sc][:, r0:r1]
-        a = np.einsum("tu,uyx->tyx", hinv[sc], sub)
-        crit = np.sqrt(np.maximum(0.0, np.einsum("tyx,tyx->yx", a, sub))) * bias[sc]
+    def crit_rows(sc: int, rows: np.ndarray) -> np.ndarray:
+        sub = views[sc][:, rows, :].astype(np.float64)
+        if nterms == 1:
+            crit = np.abs(sub[0]) * (bias[sc] * np.sqrt(hinv[sc, 0, 0]))
+        else:
+            a = np.einsum("tu,uyx->tyx", hinv[sc], sub)
+            crit = np.sqrt(np.maximum(0.0, np.einsum("tyx,tyx->yx", a, sub))) * bias[sc]
         if maskf is not None:
-            crit *= maskf[r0:r1]
-        return crit, a
+            crit *= maskf[rows]
+        return crit
 
-    def res_rowmax(r0: int, r1: int) -> np.ndarray:
-        r = np.abs(resid[0][r0:r1])
+    def res_rows(rows: np.ndarray) -> np.ndarray:
+        r = np.abs(views[nsc, 0][rows].astype(np.float64))
         if maskf is not None:
-            r *= maskf[r0:r1]
+            r *= maskf[rows]
         return r.max(axis=1)
 
-    # cached criterion images and per-row maxima; only rows touched by the PSF are updated
-    crits = np.empty((nsc, ny, nx))
-    crit_rowmax = np.empty((nsc, ny))
-    for sc in range(nsc):
-        crits[sc] = crit_rows(sc, 0, ny)[0]
-        crit_rowmax[sc] = crits[sc].max(axis=1)
-    rowmax0 = res_rowmax(0, ny)
-
-    thr, thr_kind, sigma = effective_threshold(resid[0], threshold, auto_threshold, maskb)
-    start_peak = float(rowmax0.max())
+    res_lazy = _LazyRowMax(res_rows, ny)
+    crit_lazy = [
+        _LazyRowMax(lambda rows, sc=sc: crit_rows(sc, rows).max(axis=1), ny) for sc in range(nsc)
+    ]
+    thr, thr_kind, sigma = effective_threshold(resid_t[0], threshold, auto_threshold, maskb)
+    start_peak = res_lazy.peak()[1]
     mgain_stop = (1.0 - mgain) * start_peak if mgain is not None else -1.0
     info: dict[str, Any] = {"start_peak": start_peak, "threshold": thr, "sigma": sigma}
     done = 0
     reason = "niter"
     nscale_used = np.zeros(nsc, dtype=np.int64)
+    nflat_res, nflat_psf = ny * width, py * width
     while True:
-        apk = float(rowmax0.max())
+        apk = res_lazy.peak()[1]
         if apk <= 0.0:
             reason = "empty"
             break
@@ -139,38 +196,43 @@ def _engine(
         if done >= niter:
             reason = "niter"
             break
-        rows = np.argmax(crit_rowmax, axis=1)
-        vals = crit_rowmax[np.arange(nsc), rows]
-        s = int(np.argmax(vals))
-        y = int(rows[s])
-        x = int(np.argmax(crits[s, y]))
-        best_a = hinv[s] @ rs[s][:, y, x]
-        amp = gain * best_a
+        peaks = [cl.peak() for cl in crit_lazy]
+        s = int(np.argmax([v for _, v in peaks]))
+        y = peaks[s][0]
+        x = int(np.argmax(crit_rows(s, np.array([y]))[0]))
+        amp = gain * (hinv[s] @ views[s][:, y, x].astype(np.float64))
         ksl_img, ksl_k = patch_slices(y, x, (ny, nx), kernels[s].shape)
         for t in range(nterms):
             models[t][ksl_img] += amp[t] * kernels[s][ksl_k]
-        img_sl, psf_sl = patch_slices(y, x, (ny, nx), psf_shape)
-        for t2 in range(nterms):
-            upd0 = sum(amp[t] * ps0[t + t2, s][psf_sl] for t in range(nterms))
-            resid[t2][img_sl] -= upd0
-            for s2 in range(nsc):
-                upd = sum(amp[t] * pss[t + t2, s, s2][psf_sl] for t in range(nterms))
-                rs[s2, t2][img_sl] -= upd
-        r0, r1 = img_sl[0].start, img_sl[0].stop
-        for sc in range(nsc):
-            crits[sc, r0:r1] = crit_rows(sc, r0, r1)[0]
-            crit_rowmax[sc, r0:r1] = crits[sc, r0:r1].max(axis=1)
-        rowmax0[r0:r1] = res_rowmax(r0, r1)
+        off = (y - pcy) * width + (x - pcx)
+        k0, k1 = max(0, off), min(nflat_res, nflat_psf + off)
+        r0, r1 = max(0, y - pcy), min(ny, y - pcy + py)
+        pr = slice(r0 - y + pcy, r1 - y + pcy)
+        absamp = np.abs(amp)
+        for i in range(nimg):
+            dnorm2 = np.zeros(r1 - r0)
+            for t2 in range(nterms):
+                drow = np.zeros(r1 - r0)
+                for t in range(nterms):
+                    kk = key(t + t2, s, i)
+                    if k1 > k0:
+                        axpy_flat(axpy, pflat[kk], flat[i, t2], k1 - k0, -amp[t], k0 - off, k0)
+                    drow += absamp[t] * prow[kk][pr]
+                if i == nsc and t2 == 0:
+                    res_lazy.raise_rows(r0, r1, drow)
+                dnorm2 += drow * drow
+            if i < nsc:
+                crit_lazy[i].raise_rows(r0, r1, bias[i] * hnorm[i] * np.sqrt(dnorm2))
         nscale_used[s] += 1
         done += 1
     info.update(
         niter=done,
-        peak=float(rowmax0.max()),
+        peak=float(res_rows(np.arange(ny)).max()) if ny else 0.0,
         stop_reason=reason,
         components_per_scale=dict(zip(scales, nscale_used.tolist(), strict=True)),
     )
     log.debug("msmfs: %s", info)
-    return models, resid, info
+    return models, views[nsc].astype(np.float64), info
 
 
 def _pad_to(k1: np.ndarray, k2: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -193,6 +255,7 @@ def multiscale(
     mgain: float | None = None,
     mask: np.ndarray | None = None,
     psf_support: int | None = None,
+    double: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multiscale CLEAN (single frequency).
 
@@ -210,6 +273,8 @@ def multiscale(
         As for :func:`~arl_mpi.deconvolution.hogbom.hogbom`.
     psf_support : int or None
         Use only the central ``(2 psf_support + 1)^2`` PSF patch (faster, approximate).
+    double : bool
+        float64 working residuals (default float32; models are always float64).
 
     Returns
     -------
@@ -230,6 +295,7 @@ def multiscale(
         auto_threshold,
         mgain,
         mask,
+        double,
     )
     return models[0], resid[0], info
 
@@ -251,6 +317,7 @@ def mfs_clean(
     mgain: float | None = None,
     mask: np.ndarray | None = None,
     psf_support: int | None = None,
+    double: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multi-frequency (multiscale) CLEAN with Taylor terms (MS-MFS).
 
@@ -269,7 +336,7 @@ def mfs_clean(
     channel_weights : ndarray [nchan] or None
         Relative weight of each channel (e.g. its sum of weights); default equal.
     scales_px, scale_bias, gain, niter, threshold, auto_threshold, mgain, mask
-    psf_support
+    psf_support, double
         As for :func:`multiscale`; thresholds apply to the Taylor-0 residual.
 
     Returns
@@ -300,6 +367,7 @@ def mfs_clean(
         auto_threshold,
         mgain,
         mask,
+        double,
     )
 
 
