@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 run: install
 	mkdir -p $(OUTPUT)
 	$(VENV)/bin/mpiexec -n $(NP) $(PY) -m arl_mpi.pipeline --name $(OUTPUT)/arl \
-		--size 512 512 --scale 40asec --niter 2000 --mgain 0.8 --auto-threshold 3 --weight briggs 0
+		--size 512 512 --scale 40asec --niter 5000 --mgain 0.8 --auto-threshold 3 --weight briggs 0 --channels-out 4
 	@echo "Images in $(OUTPUT)/: $$(ls $(OUTPUT) | grep -E 'fits|png' | tr '\n' ' ')"
 
 test: install
