@@ -127,3 +127,15 @@ def test_models_validate_shapes():
         Visibility(**{**v.__dict__, "polarisations": ["XX", "QQ"]})
     with pytest.raises(ModelError, match="frequency: must be positive"):
         Visibility(**{**v.__dict__, "frequency": -v.frequency})
+
+
+def test_thermal_noise_statistics():
+    from arl_mpi.simulation.observation import add_noise
+
+    v = small_visibility(nrow=4000, nchan=4)
+    v.vis[...] = 0
+    add_noise(v, 0.3, seed=5)
+    assert np.std(v.vis.real) == pytest.approx(0.3, rel=0.02)
+    assert np.std(v.vis.imag) == pytest.approx(0.3, rel=0.02)
+    assert abs(np.mean(v.vis)) < 0.01
+    np.testing.assert_allclose(v.weight, 1 / 0.09, rtol=1e-6)  # weight = 1/variance (MS convention)
