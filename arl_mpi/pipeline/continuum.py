@@ -37,8 +37,6 @@ from arl_mpi.pipeline.settings import Settings
 
 log = logging.getLogger("arl_mpi.pipeline")
 
-C_LIGHT = 299792458.0
-
 
 def grid_spec(s: Settings, index: StoreIndex) -> GridSpec:
     """Image geometry and gridder settings of a run on ``index``."""
