@@ -21,6 +21,7 @@ import numpy as np
 from arl_mpi.calibration.gaintable import write_gaintable
 from arl_mpi.calibration.plots import plot_gains
 from arl_mpi.graphs import calibration as C
+from arl_mpi.graphs import graphs as G
 from arl_mpi.graphs.graphs import delayed
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor
@@ -39,6 +40,20 @@ from arl_mpi.pipeline.outputs import make_image, write_image_set
 from arl_mpi.pipeline.settings import Settings
 
 log = logging.getLogger("arl_mpi.pipeline")
+
+
+def _amplitude_sums(data) -> np.ndarray:
+    good = ~data.flags & (data.weight > 0)
+    return np.array([float(np.sum(np.abs(data.vis[good]) * data.weight[good])), float(np.sum(data.weight[good]))])
+
+
+def point_model(client, data: list, grid) -> np.ndarray:
+    """A point source at the phase centre whose flux is the weighted mean visibility amplitude
+    (a calibrator's model when its flux is unknown): ``[channels_out, ny, nx]``."""
+    sums = client.compute(G.tree_reduce([delayed(_amplitude_sums, pure=True)(d) for d in data])).result()
+    model = np.zeros((grid.channels_out, grid.npix_y, grid.npix_x))
+    model[:, grid.npix_y // 2, grid.npix_x // 2] = sums[0] / max(sums[1], 1e-30)
+    return model
 
 
 def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
@@ -75,7 +90,11 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
                  rnd, info["image_peak"], sigma, dr)
         if rnd < s.ical_rounds - 1:
             mode = "phase" if rnd < s.ical_phase_only_rounds else "amp_phase"
-            model_f = client.scatter(result.model, broadcast=True)
+            model = result.model
+            if rnd == 0 and s.ical_point_model:
+                model = point_model(client, res.data, grid)
+                info["point_model_jy"] = float(model.max())
+            model_f = client.scatter(model, broadcast=True)
             gains = [client.compute(delayed(C.solve_partition, pure=True)(c, grid, model_f, solint=solint, mode=mode,
                                                                           min_snr=s.ical_min_snr,
                                                                           pol_mode=s.ical_pol_mode))

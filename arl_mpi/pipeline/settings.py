@@ -96,6 +96,7 @@ class Settings:
     ical_phase_only_rounds: int = 1
     ical_min_snr: float = 3.0
     ical_pol_mode: str = "diagonal"
+    ical_point_model: bool = False
     # spectral line
     continuum_subtract_order: int = -1
     continuum_fit_channels: str | None = None
@@ -187,7 +188,8 @@ class Settings:
         keep = ("vis", "stokes", "size", "scale", "epsilon", "w_correction", "double", "weight", "taper_gaussian",
                 "niter", "gain", "mgain", "threshold", "auto_threshold", "nmiter", "multiscale", "multiscale_scales",
                 "multiscale_scale_bias", "channels_out", "fit_spectral_pol", "pipeline", "ical_rounds", "ical_solint",
-                "ical_phase_only_rounds", "ical_min_snr", "ical_pol_mode", "continuum_subtract_order",
+                "ical_phase_only_rounds", "ical_min_snr", "ical_pol_mode", "ical_point_model",
+                "continuum_subtract_order",
                 "continuum_fit_channels")
         d = dataclasses.asdict(self)
         return {k: _jsonable(d[k]) for k in keep}
@@ -241,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ical-solint", type=float, help="gain solution interval (s); 0 = per integration")
     a("--ical-phase-only-rounds", type=int, help="first N self-cal rounds solve phase only")
     a("--ical-min-snr", type=float)
+    a("--ical-point-model", action="store_const", const=True,
+      help="solve the first gains against a point source at the phase centre (a calibrator) instead of the "
+           "round-0 CLEAN model")
     a("--ical-pol-mode", choices=["scalar", "diagonal"],
       help="diagonal: separate X/Y (R/L) gains from the parallel hands (default); scalar: one gain per antenna")
     a("--continuum-subtract-order", type=int, help="spectral: uv-plane polynomial order to subtract (-1: none)")
