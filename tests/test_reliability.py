@@ -1,0 +1,184 @@
+"""Reliability: resume after a kill, nothing half-written, the bad-input catalogue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import MPIEXEC, PYTHON, REPO, small_meta, small_visibility
+
+from arl_mpi.io.store import write_store
+
+FAST = ["--size", "256", "256", "--scale", "60asec", "--no-dashboard", "--no-png"]
+
+
+def pipeline(tmp: Path, args: list[str], env: dict, ranks: int = 0, timeout: float = 300, **kw):
+    cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
+    if ranks:
+        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout, **kw)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
+    assert r.returncode != 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert lines, r.stderr[-2000:]
+    for n in needles:
+        assert n in lines[-1], (n, lines[-1])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rel")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run([PYTHON, "-m", "arl_mpi.simulate", str(d / "obs.store"), "--time-partitions", "2"],
+                   check=True, env=env, capture_output=True, timeout=300)
+    return d / "obs.store"
+
+
+def snapshot(path: Path) -> dict[str, tuple[int, float, bytes]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime, p.read_bytes()) for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.mpi
+def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
+    clean = ["--vis", str(store), *FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1",
+             "--nmiter", "30"]
+    before = snapshot(store)
+    r = pipeline(tmp_path, ["--name", "ref", *clean], env_cli, ranks=4)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ref_cycles = json.loads((tmp_path / "ref-summary.json").read_text())["cycles"]
+    assert len(ref_cycles) >= 4
+    # start the same run, kill the whole job once the first checkpoint exists
+    p = subprocess.Popen([MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--name", "run", *clean],
+                         env=env_cli, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    ck = tmp_path / "run-checkpoint.h5"
+    t_end = time.monotonic() + 120
+    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.05)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    assert ck.exists()
+    assert not (tmp_path / "run-image.fits").exists(), "killed before the end: no final image"
+    # no partially written file under a final name: only complete FITS files or dot-temp files
+    for f in tmp_path.glob("run-*.fits"):
+        fits.getdata(f)
+    r = pipeline(tmp_path, ["--name", "run", *clean, "--resume"], env_cli, ranks=4)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming after major cycle" in r.stderr
+    for kind in ("model", "residual", "image"):
+        a = fits.getdata(tmp_path / f"ref-{kind}.fits").astype(float)
+        b = fits.getdata(tmp_path / f"run-{kind}.fits").astype(float)
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), kind
+    # settings that differ from the checkpoint's are refused
+    r = pipeline(tmp_path, ["--name", "run", *clean[:-2], "--nmiter", "7", "--resume"], env_cli)
+    one_line_error(r, "settings differ from the checkpoint", "nmiter")
+    r = pipeline(tmp_path, ["--name", "other", *clean, "--resume"], env_cli)
+    one_line_error(r, "no checkpoint to resume from")
+    # the input store was only read
+    assert snapshot(store) == before
+
+
+def small_store(tmp: Path, name: str, mutate) -> Path:
+    vis = small_visibility(nrow=400, nchan=2)
+    vis.uvw[:] = np.random.default_rng(1).normal(0, 200, (400, 3))
+    mutate(vis)
+    write_store(tmp / name, small_meta(vis), vis)
+    return tmp / name
+
+
+def test_all_flagged_refused(tmp_path, env_cli):
+    s = small_store(tmp_path, "flagged.store", lambda v: v.flags.__setitem__(slice(None), True))
+    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    one_line_error(r, str(s), "all 800 visibilities are flagged")
+    assert not list(tmp_path.glob("x-*.fits"))
+
+
+def test_nan_and_negative_weights_flagged_and_counted(tmp_path, env_cli):
+    def corrupt(v):
+        v.flags[:] = False
+        v.vis[:5, 0, 0] = np.nan
+        v.vis[5:8, 1, 1] = np.inf
+        v.weight[10:12, :, :] = -1.0
+
+    s = small_store(tmp_path, "nan.store", corrupt)
+    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST, "--scale", "600asec"], env_cli)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "x-summary.json").read_text())
+    # 5 NaN + 3 Inf + 2 rows x 2 chans x 2 pols negative weights = 16 samples
+    assert summary["visibilities"]["flagged_on_load"] == 16
+    assert "flagged 16 NaN/Inf or negative-weight samples" in r.stderr
+    assert np.isfinite(fits.getdata(tmp_path / "x-dirty.fits")).all()
+
+
+def test_image_too_large_refused_before_start(tmp_path, env_cli):
+    t0 = time.monotonic()
+    r = pipeline(tmp_path, ["--name", "x", "--size", "200000", "200000", "--scale", "1asec"], env_cli)
+    one_line_error(r, "size: 200000x200000", "GiB")
+    assert time.monotonic() - t0 < 30 and not list(tmp_path.glob("x-*"))
+
+
+def test_cell_not_sampling_longest_baseline_warns(tmp_path, store, env_cli):
+    r = pipeline(tmp_path, ["--vis", str(store), "--name", "x", "--workers", "1", "--size", "64", "64",
+                            "--scale", "1200asec", "--no-png", "--no-dashboard"], env_cli)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "does not sample the longest baseline" in r.stderr
+    assert json.loads((tmp_path / "x-summary.json").read_text())["warnings"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('niter = "many"\n', "niter: invalid value"),
+    ("weight = \"briggs 7\"\n", "outside [-2, 2]"),
+    ("colour = 3\n", "unknown setting 'colour'"),
+    ("size = [100, \n", "not valid TOML"),
+])
+def test_bad_config_file(tmp_path, env_cli, content, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(content)
+    r = pipeline(tmp_path, ["--config", str(cfg)], env_cli)
+    assert r.returncode == 2
+    one_line_error(r, needle)
+
+
+def test_unreachable_scheduler(tmp_path, env_cli):
+    env = dict(env_cli, ARL_DASK_SCHEDULER="tcp://127.0.0.1:9")
+    t0 = time.monotonic()
+    r = pipeline(tmp_path, ["--name", "x", "--cluster-timeout", "5", "--no-tls"], env)
+    one_line_error(r, "ARL_DASK_SCHEDULER=tcp://127.0.0.1:9", "cannot reach")
+    assert r.returncode == 2 and time.monotonic() - t0 < 60
+
+
+@pytest.mark.mpi
+def test_fewer_than_three_ranks_explained(tmp_path, env_cli):
+    r = pipeline(tmp_path, ["--name", "x"], env_cli, ranks=2, timeout=120)
+    line = one_line_error(r, "too few", "rank 0 runs the Dask scheduler", "rank 1 the driver")
+    assert "ranks 2+ the workers" in line
+    assert not list(tmp_path.glob("x-*"))
+
+
+@pytest.mark.parametrize("what", ["missing", "text", "hdf5-not-store"])
+def test_not_a_store(tmp_path, env_cli, what):
+    target = tmp_path / "input"
+    if what == "text":
+        target.write_text("not visibilities")
+    elif what == "hdf5-not-store":
+        import h5py
+
+        target.mkdir()
+        with h5py.File(target / "index.h5", "w") as f:
+            f["x"] = 1
+    r = pipeline(tmp_path, ["--vis", str(target), "--name", "x", "--workers", "1", *FAST], env_cli)
+    msg = {"missing": "no such visibility store", "text": "is a file",
+           "hdf5-not-store": "missing attribute 'format'"}[what]
+    one_line_error(r, str(target), msg)
+    assert not list(tmp_path.glob("x-*.fits"))
