@@ -1,0 +1,123 @@
+"""Security: the job's cluster accepts only clients holding the job's TLS credentials.
+
+A small job (run under mpiexec, and on a local cluster) publishes its scheduler address
+and dashboard port, then waits while the test tries to get in: with plain TCP, and with
+TLS but another self-signed certificate. Both attempts must fail and run no task. The
+dashboard must listen on the loopback interface only, and no key material may appear in
+logs or on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import MPIEXEC, PYTHON
+
+JOB = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from arl_mpi.cli import run_cli, setup_logging
+    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+
+    def job(client):
+        out = Path(sys.argv[1])
+        info = client.scheduler_info()
+        port = info["services"].get("dashboard")
+        tasks_before = len(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_groups)))
+        (out / "addr.json.tmp").write_text(json.dumps({"address": client.scheduler.address, "dashboard": port}))
+        (out / "addr.json.tmp").rename(out / "addr.json")
+        t_end = time.monotonic() + 90
+        while not (out / "done").exists() and time.monotonic() < t_end:
+            time.sleep(0.1)
+        groups = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_groups))
+        (out / "groups.json").write_text(json.dumps(groups))
+        return 0
+
+    def main(argv):
+        setup_logging("INFO")
+        return run_with_client(job, ClusterSettings(n_workers=1, local_directory=str(Path(sys.argv[1]) / "scratch"),
+                                                    dashboard_address="127.0.0.1:0"))
+
+    if __name__ == "__main__":
+        sys.exit(run_cli(main))
+""")
+
+
+def attempt_connections(address: str) -> list[str]:
+    """Try to reach the scheduler without the job's credentials; return what happened."""
+    from distributed import Client
+    from distributed.security import Security
+
+    host_port = address.split("://", 1)[1]
+    outcomes = []
+    for label, addr, sec in (("tcp", f"tcp://{host_port}", None),
+                             ("tls-foreign-cert", f"tls://{host_port}", Security.temporary())):
+        try:
+            c = Client(addr, security=sec, timeout=4)
+        except Exception as e:  # noqa: BLE001 - any failure to connect is the expected outcome
+            outcomes.append(f"{label}: refused ({type(e).__name__})")
+            continue
+        try:
+            c.submit(lambda: "pwned", key="intruder-task").result(timeout=4)
+            outcomes.append(f"{label}: RAN A TASK")
+        except Exception as e:  # noqa: BLE001
+            outcomes.append(f"{label}: connected but could not run ({type(e).__name__})")
+        finally:
+            c.close()
+    return outcomes
+
+
+def non_loopback_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("mode", ["mpi", "local"])
+def test_cluster_refuses_clients_without_job_credentials(tmp_path, env_cli, mode):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    cmd = [PYTHON, str(script), str(tmp_path)]
+    if mode == "mpi":
+        cmd = [MPIEXEC, "-n", "3", *cmd]
+    p = subprocess.Popen(cmd, env=env_cli, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        addr_file = tmp_path / "addr.json"
+        t_end = time.monotonic() + 120
+        while not addr_file.exists() and time.monotonic() < t_end and p.poll() is None:
+            time.sleep(0.1)
+        info = json.loads(addr_file.read_text())
+        assert info["address"].startswith("tls://")
+        outcomes = attempt_connections(info["address"])
+        # dashboard: reachable on loopback, not on the machine's other address
+        port = info["dashboard"]
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass
+        ip = non_loopback_ip()
+        if ip:
+            with pytest.raises(OSError):
+                socket.create_connection((ip, port), timeout=3).close()
+    finally:
+        (tmp_path / "done").write_text("")
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    assert len(outcomes) == 2 and all("RAN A TASK" not in o for o in outcomes), outcomes
+    assert all("refused" in o or "could not run" in o for o in outcomes), outcomes
+    groups = json.loads((tmp_path / "groups.json").read_text())
+    assert not any("intruder" in g for g in groups), groups
+    # no key material in the logs or anywhere under the run directory
+    assert "PRIVATE KEY" not in out + err and "BEGIN CERTIFICATE" not in out + err
+    for f in Path(tmp_path).rglob("*"):
+        if f.is_file() and f.stat().st_size < 10_000_000:
+            assert b"PRIVATE KEY" not in f.read_bytes(), f
