@@ -182,3 +182,72 @@ def test_not_a_store(tmp_path, env_cli, what):
            "hdf5-not-store": "missing attribute 'format'"}[what]
     one_line_error(r, str(target), msg)
     assert not list(tmp_path.glob("x-*.fits"))
+
+
+def _rank_pids(rank: int) -> list[int]:
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "name"]):
+        try:
+            env = proc.environ()
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if env.get("PMI_RANK") == str(rank) and "python" in (proc.info["name"] or ""):
+            pids.append(proc.info["pid"])
+    return pids
+
+
+def _local_worker_pids(parent: int) -> list[int]:
+    import psutil
+
+    try:
+        kids = psutil.Process(parent).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    # LocalCluster worker processes are the multiprocessing children (not the resource tracker)
+    return [k.pid for k in kids if "resource_tracker" not in " ".join(k.cmdline())]
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("mode", ["local", "mpi"])
+def test_worker_loss(tmp_path, store, env_cli, mode):
+    """Local cluster: a killed worker is replaced and the run completes with the same images.
+    Under mpiexec (MPICH kills the job when a rank dies): every rank ends promptly, non-zero,
+    and the checkpoint lets --resume finish the run."""
+    args = ["--vis", str(store), *FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1",
+            "--nmiter", "30", "--name", "run"]
+    cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
+    if mode == "local":
+        cmd += ["--workers", "2"]
+    else:
+        cmd = [MPIEXEC, "-n", "4", *cmd]
+    p = subprocess.Popen(cmd, env=env_cli, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    ck = tmp_path / "run-checkpoint.h5"
+    t_end = time.monotonic() + 120
+    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.05)
+    victims = _local_worker_pids(p.pid) if mode == "local" else _rank_pids(2)
+    assert victims, "no worker process found"
+    t_kill = time.monotonic()
+    os.kill(victims[0], signal.SIGKILL)
+    try:
+        out, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    ended = time.monotonic() - t_kill
+    if mode == "local":
+        assert p.returncode == 0, err[-3000:]
+        assert (tmp_path / "run-image.fits").is_file()
+    else:
+        assert p.returncode != 0 and ended < 60, (p.returncode, ended)
+        assert not (tmp_path / "run-image.fits").exists()
+        r = pipeline(tmp_path, [*args, "--resume"], env_cli, ranks=4)
+        assert r.returncode == 0, r.stderr[-2000:]
+    ref = pipeline(tmp_path, [*args[:-1], "ref", "--workers", "2"], env_cli)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    a = fits.getdata(tmp_path / "ref-image.fits").astype(float)
+    b = fits.getdata(tmp_path / "run-image.fits").astype(float)
+    assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
