@@ -1,0 +1,186 @@
+"""A throw-away single-node SLURM cluster (Debian's slurm-wlm + munge) for the test suite.
+
+Everything lives under one temporary directory: the munge key, socket and logs, the
+slurm.conf, state, spool and pid files. No systemd, no cgroups
+(``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``); the node advertises more
+CPUs than the machine has (``SlurmdParameters=config_overrides``) so that a 4-rank job fits
+on 2 cores. Daemons are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo")
+
+
+class SlurmUnavailable(RuntimeError):
+    """SLURM cannot be started here (the reason is the message)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SlurmCluster:
+    """Start with :meth:`start`, stop with :meth:`stop`; :attr:`env` for the client commands."""
+
+    def __init__(self, root: Path, cpus: int = 8) -> None:
+        self.root = Path(root)
+        self.cpus = cpus
+        self.pids: list[int] = []
+        self.procs: list[subprocess.Popen] = []
+        self.env = dict(os.environ)
+
+    # -- set-up ----------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> SlurmCluster:
+        missing = [b for b in BINARIES if not shutil.which(b) and not Path("/usr/sbin", b).exists()]
+        if missing:
+            raise SlurmUnavailable(f"SLURM/munge binaries not installed: {', '.join(missing)} "
+                                   "(apt-get install slurm-wlm munge)")
+        if os.geteuid() != 0:
+            raise SlurmUnavailable("starting slurmd needs root")
+        r = self.root
+        r.mkdir(parents=True, exist_ok=True)
+        os.chmod(r, 0o755)  # munged (as user munge) must be able to reach its socket directory
+        for d in ("munge", "state", "spool", "log", "run", "jobs"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        self._start_munge()
+        host = socket.gethostname().split(".")[0]
+        mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
+        conf = r / "slurm.conf"
+        conf.write_text(f"""
+ClusterName=arltest
+SlurmctldHost={host}
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={r}/munge/munge.socket.2
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=pmi2
+ReturnToService=2
+SlurmdParameters=config_overrides
+MinJobAge=3600
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=30
+NodeName={host} CPUs={self.cpus} RealMemory={mem_mb} State=UNKNOWN
+PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
+""")
+        self.env["SLURM_CONF"] = str(conf)
+        for daemon in ("slurmctld", "slurmd"):
+            p = subprocess.Popen([shutil.which(daemon) or f"/usr/sbin/{daemon}", "-D", "-f", str(conf)],
+                                 env=self.env, stdout=open(r / "log" / f"{daemon}.out", "w"),
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+            self.procs.append(p)
+            time.sleep(0.5)
+        t_end = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < t_end:
+            for p in self.procs:
+                if p.poll() is not None:
+                    self.stop()
+                    raise SlurmUnavailable(f"a SLURM daemon exited ({p.args[0]}): {self._tail()}")
+            q = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True)
+            state = q.stdout.strip()
+            if state.startswith("idle"):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise SlurmUnavailable(f"SLURM node not idle after {timeout:.0f} s (state '{state}'): {self._tail()}")
+
+    def _start_munge(self) -> None:
+        d = self.root / "munge"
+        key = d / "munge.key"
+        subprocess.run(["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True)
+        munge = pwd.getpwnam("munge") if _has_user("munge") else None
+        if munge:
+            os.chown(d, munge.pw_uid, munge.pw_gid)
+            os.chown(key, munge.pw_uid, munge.pw_gid)
+        os.chmod(d, 0o755)
+        os.chmod(key, 0o600)
+        args = [shutil.which("munged") or "/usr/sbin/munged", "--foreground", f"--socket={d}/munge.socket.2",
+                f"--key-file={key}", f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log",
+                f"--seed-file={d}/munged.seed", "--force"]
+        preexec = None
+        if munge:
+            def preexec():  # run as the munge user, as munged expects
+                os.setsid()
+                os.setgid(munge.pw_gid)
+                os.setuid(munge.pw_uid)
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(d / "munged.err", "w"),
+                             preexec_fn=preexec, start_new_session=preexec is None)
+        self.procs.append(p)
+        t_end = time.monotonic() + 10
+        while not (d / "munge.socket.2").exists() and time.monotonic() < t_end:
+            if p.poll() is not None:
+                raise SlurmUnavailable(f"munged exited: {(d / 'munged.err').read_text()[-500:]}")
+            time.sleep(0.1)
+
+    def _tail(self) -> str:
+        out = []
+        for f in sorted((self.root / "log").glob("*")):
+            out.append(f"{f.name}: " + " | ".join(f.read_text(errors="replace").splitlines()[-3:]))
+        return "; ".join(out)[-1500:]
+
+    # -- use ---------------------------------------------------------------------------------
+    def run(self, args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+        """Run a SLURM client command with this cluster's SLURM_CONF."""
+        env = dict(self.env, **kw.pop("env", {}))
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, **kw)
+
+    def job_state(self, job_id: str) -> dict[str, str]:
+        """``JobState`` and ``ExitCode`` (and the rest) from ``scontrol show job``."""
+        r = self.run(["scontrol", "show", "job", "-o", job_id])
+        fields = {}
+        for tok in r.stdout.split():
+            k, _, v = tok.partition("=")
+            fields[k] = v
+        return fields
+
+    def stop(self) -> None:
+        """Stop the daemons by PID (newest first)."""
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
