@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[ms,test]'
 	touch $@
 
 install: $(VENV)/.installed

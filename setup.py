@@ -24,13 +24,13 @@ setup(
     extras_require={
         # MeasurementSet ingest
         "ms": ["python-casacore>=3.5"],
-        # Open MPI instead of the default MPICH wheel (install one or the other)
-        "test": ["pytest>=7.4", "ruff>=0.5"],
+        "test": ["pytest>=7.4", "ruff>=0.5", "psutil>=5.9"],
     },
     entry_points={
         "console_scripts": [
             "arl-pipeline=arl_mpi.pipeline.__main__:entry",
             "arl-simulate=arl_mpi.simulate:entry",
+            "arl-ingest=arl_mpi.ingest:entry",
         ]
     },
     license="Apache-2.0",

@@ -52,8 +52,11 @@ def builtin_simulation(pipeline: str) -> SimulationSettings:
 def ensure_store(client, s: Settings) -> str:
     """Path of the store to image (simulating the built-in observation when needed)."""
     if s.vis:
-        open_store(s.vis)  # fail early with a one-line error
-        return s.vis
+        from arl_mpi.ingest import ensure_store_from_input
+
+        store = ensure_store_from_input(s.vis, s.time_partitions, s.freq_partitions)  # MS/UVFITS: ingest once
+        open_store(store)  # fail early with a one-line error
+        return store
     sim_settings = builtin_simulation(s.pipeline)
     path = Path(f"{s.name}-sim.store")
     if (path / "index.h5").exists():

@@ -1,0 +1,198 @@
+"""``python -m arl_mpi.ingest INPUT STORE``: a MeasurementSet or UVFITS file into an HDF5 store.
+
+    python -m arl_mpi.ingest obs.ms obs.store --time-partitions 8 [--freq-partitions 2]
+        [--column DATA|CORRECTED_DATA|MODEL_DATA] [--field 0] [--spw 0]
+    mpiexec -n 4 python -m arl_mpi.ingest obs.ms obs.store --time-partitions 8
+
+Under MPI every rank reads the rows of its own partitions and writes them (partition
+``pid % size == rank``); rank 0 writes the index. The input is opened read-only and is
+never modified. The pipeline's ``--vis`` accepts an MS or UVFITS file directly: it is
+ingested once into ``INPUT.arlstore`` beside it (or under ``$ARL_CACHE`` when that
+directory is not writable) and the store is reused while the input is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
+from arl_mpi.errors import InputError, StoreError
+from arl_mpi.io.store import (
+    StoreIndex,
+    create_store,
+    finalize_store,
+    open_store,
+    plan_partitions,
+    write_partition,
+)
+
+log = logging.getLogger("arl_mpi.ingest")
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``store``, ``ms`` or ``uvfits`` (InputError for anything else)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if p.is_dir():
+        if (p / "index.h5").exists() or (p / "partitions").is_dir():
+            return "store"
+        if (p / "table.dat").exists():
+            return "ms"
+        raise InputError(f"{p}: neither a visibility store (index.h5) nor a MeasurementSet (table.dat)")
+    with open(p, "rb") as fh:
+        head = fh.read(30)
+    if head.startswith(b"SIMPLE  ="):
+        return "uvfits"
+    if head.startswith(b"\x89HDF"):
+        raise InputError(f"{p}: an HDF5 file, not a visibility store (a store is a directory holding index.h5)")
+    raise InputError(f"{p}: not a MeasurementSet, UVFITS file or visibility store")
+
+
+def open_reader(path: str | os.PathLike, column: str = "DATA", field: int = 0, spw: int = 0):
+    """A reader (UVFitsReader or MSReader) for ``path``."""
+    fmt = detect_format(path)
+    if fmt == "uvfits":
+        from arl_mpi.io.uvfits import UVFitsReader
+
+        if column != "DATA":
+            raise InputError(f"{path}: UVFITS has one data column; --column {column} applies to MeasurementSets")
+        return UVFitsReader(path)
+    if fmt == "ms":
+        from arl_mpi.io.ms import MSReader
+
+        return MSReader(path, column=column, field=field, spw=spw)
+    raise InputError(f"{path}: is already a visibility store")
+
+
+def _write_one(reader, store: Path, pid: int, plan) -> object:
+    tb, fb, tt, cs = plan[pid]
+    idx = np.nonzero(np.isin(reader.times, tt))[0]
+    vis = reader.read(idx, cs)
+    return write_partition(store, vis, pid=pid, time_block=tb, freq_block=fb, chan_start=cs.start)
+
+
+def ingest(input_path: str | os.PathLike, store: str | os.PathLike, *, time_partitions: int = 4,
+           freq_partitions: int = 1, column: str = "DATA", field: int = 0, spw: int = 0) -> StoreIndex | None:
+    """Ingest ``input_path`` into a new store (in parallel under MPI; returns the index on rank 0)."""
+    rank, size = mpi_rank_size()
+    reader = open_reader(input_path, column, field, spw)
+    plan = plan_partitions(reader.times, reader.frequency.size, time_partitions, freq_partitions)
+    if size == 1:
+        create_store(store)
+        infos = [_write_one(reader, Path(store), pid, plan) for pid in range(len(plan))]
+        return finalize_store(store, reader.meta(), infos)
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    err = None
+    if rank == 0:
+        try:
+            create_store(store)
+        except Exception as e:  # noqa: BLE001 - broadcast so no rank waits forever
+            err = e
+    err = comm.bcast(err, root=0)
+    if err is not None:
+        raise err
+    mine, my_err = [], None
+    try:
+        mine = [_write_one(reader, Path(store), pid, plan) for pid in range(rank, len(plan), size)]
+    except Exception as e:  # noqa: BLE001
+        my_err = e
+    gathered = comm.gather((mine, my_err), root=0)
+    result = None
+    if rank == 0:
+        errs = [e for _, e in gathered if e is not None]
+        err = errs[0] if errs else None
+        if err is None:
+            try:
+                result = finalize_store(store, reader.meta(), [i for part, _ in gathered for i in part])
+            except Exception as e:  # noqa: BLE001
+                err = e
+    err = comm.bcast(err, root=0)
+    if err is not None:
+        raise err
+    return result
+
+
+def _fingerprint(path: Path) -> str:
+    st_items = []
+    for f in sorted([path] + (list(path.rglob("*")) if path.is_dir() else [])):
+        if f.is_file():
+            st = f.stat()
+            st_items.append(f"{f.relative_to(path.parent)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(st_items).encode()).hexdigest()[:16]
+
+
+def ensure_store_from_input(path: str | os.PathLike, time_partitions: int = 4, freq_partitions: int = 1) -> str:
+    """The store for ``--vis PATH``: PATH itself if it is a store, else an ingested copy.
+
+    MS/UVFITS inputs are ingested once into ``PATH.arlstore`` beside the input (or into
+    ``$ARL_CACHE``/``~/.cache/arl_mpi`` when that directory is read-only) and reused while
+    the input's files are unchanged (size and modification time).
+    """
+    p = Path(path)
+    if detect_format(p) == "store":
+        return str(p)
+    fp = _fingerprint(p)
+    target = p.with_name(p.name + ".arlstore")
+    if not os.access(p.parent, os.W_OK):
+        cache = Path(os.environ.get("ARL_CACHE", Path.home() / ".cache" / "arl_mpi"))
+        target = cache / f"{p.name}-{fp}.arlstore"
+    if (target / "index.h5").exists():
+        try:
+            idx = open_store(target)
+            if idx.meta.provenance.get("fingerprint") == fp:
+                log.info("reusing %s (ingested from %s)", target, p)
+                return str(target)
+        except StoreError:
+            pass
+        raise StoreError(f"{target}: exists but was not ingested from the current {p}; remove it to re-ingest")
+    log.info("ingesting %s into %s", p, target)
+    reader = open_reader(p)
+    plan = plan_partitions(reader.times, reader.frequency.size, min(time_partitions, np.unique(reader.times).size),
+                           freq_partitions)
+    create_store(target)
+    infos = [_write_one(reader, target, pid, plan) for pid in range(len(plan))]
+    meta = reader.meta()
+    meta.provenance["fingerprint"] = fp
+    finalize_store(target, meta, infos)
+    return str(target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m arl_mpi.ingest", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="MeasurementSet directory or UVFITS file (opened read-only)")
+    p.add_argument("store", help="output store directory (must not exist)")
+    p.add_argument("--time-partitions", type=int, default=4)
+    p.add_argument("--freq-partitions", type=int, default=1)
+    p.add_argument("--column", default="DATA", choices=["DATA", "CORRECTED_DATA", "MODEL_DATA"])
+    p.add_argument("--field", type=int, default=0)
+    p.add_argument("--spw", type=int, default=0)
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    rank, _ = mpi_rank_size()
+    setup_logging(args.log_level, rank)
+    idx = ingest(args.input, args.store, time_partitions=args.time_partitions, freq_partitions=args.freq_partitions,
+                 column=args.column, field=args.field, spw=args.spw)
+    if idx is not None:
+        log.info("wrote %s: %d partitions, %d visibilities, %d channels, %s", idx.path, len(idx.partitions), idx.nvis,
+                 idx.meta.frequency.size, " ".join(idx.meta.polarisations))
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run_cli(main, prog="arl_mpi.ingest"))
+
+
+if __name__ == "__main__":
+    entry()

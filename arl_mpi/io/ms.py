@@ -1,0 +1,147 @@
+"""MeasurementSet v2 reader (python-casacore, the optional extra ``arl_mpi[ms]``), read-only.
+
+One field and one spectral window (data description) per ingest: ``--field``/``--spw``.
+Weights come from WEIGHT_SPECTRUM when present, else WEIGHT broadcast over channels;
+FLAG and FLAG_ROW are combined. UVW and visibilities are taken as stored (the MS
+convention is arl_mpi's convention).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import EarthLocation, SkyCoord
+
+from arl_mpi.errors import InputError
+from arl_mpi.io.store import StoreMeta
+from arl_mpi.models import POLARISATION_FRAMES, Configuration, Visibility
+
+log = logging.getLogger(__name__)
+
+_CORR = {5: "RR", 6: "RL", 7: "LR", 8: "LL", 9: "XX", 10: "XY", 11: "YX", 12: "YY", 1: "I"}
+COLUMNS = ("DATA", "CORRECTED_DATA", "MODEL_DATA")
+
+
+def _tables():
+    try:
+        import casacore.tables as tables
+    except ImportError:
+        raise InputError("reading a MeasurementSet needs python-casacore: pip install 'arl_mpi[ms]'") from None
+    return tables
+
+
+class MSReader:
+    """Open an MS read-only; select one field and one data description (spectral window)."""
+
+    def __init__(self, path: str | Path, column: str = "DATA", field: int = 0, spw: int = 0) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"{self.path}: no such MeasurementSet")
+        if not (self.path / "table.dat").is_file():
+            raise InputError(f"{self.path}: not a MeasurementSet (no table.dat)")
+        if column not in COLUMNS:
+            raise InputError(f"--column {column}: must be one of {', '.join(COLUMNS)}")
+        tables = _tables()
+        self.tables = tables
+        try:
+            self.main = tables.table(str(self.path), readonly=True, ack=False)
+        except RuntimeError as e:
+            raise InputError(f"{self.path}: not a readable MeasurementSet ({str(e).splitlines()[0][:120]})") from None
+        if column not in self.main.colnames():
+            raise InputError(f"{self.path}: has no {column} column (has {', '.join(c for c in COLUMNS if c in self.main.colnames())})")
+        self.column = column
+        self.field, self.spw = field, spw
+        sub = self._sub
+        ddid_spw = sub("DATA_DESCRIPTION").getcol("SPECTRAL_WINDOW_ID")
+        ddid_pol = sub("DATA_DESCRIPTION").getcol("POLARIZATION_ID")
+        ddids = np.nonzero(ddid_spw == spw)[0]
+        if ddids.size == 0:
+            raise InputError(f"{self.path}: no spectral window {spw} (has {sorted(set(ddid_spw.tolist()))})")
+        self.ddid = int(ddids[0])
+        nfield = sub("FIELD").nrows()
+        if not 0 <= field < nfield:
+            raise InputError(f"{self.path}: no field {field} (has 0-{nfield - 1})")
+        spwt = sub("SPECTRAL_WINDOW")
+        self.frequency = np.asarray(spwt.getcell("CHAN_FREQ", spw), dtype=np.float64)
+        self.channel_width = np.abs(np.asarray(spwt.getcell("CHAN_WIDTH", spw), dtype=np.float64))
+        order = np.argsort(self.frequency)
+        self.chan_order = order if np.any(order != np.arange(order.size)) else None
+        self.frequency, self.channel_width = self.frequency[order], self.channel_width[order]
+        corr = [int(c) for c in sub("POLARIZATION").getcell("CORR_TYPE", int(ddid_pol[self.ddid]))]
+        try:
+            labels = [_CORR[c] for c in corr]
+        except KeyError:
+            raise InputError(f"{self.path}: unsupported CORR_TYPE codes {corr}") from None
+        self.pol_order = None
+        for frame in POLARISATION_FRAMES.values():
+            if sorted(frame) == sorted(labels):
+                self.pol_order = np.array([labels.index(p) for p in frame])
+                self.polarisations = list(frame)
+        if self.pol_order is None:
+            raise InputError(f"{self.path}: correlations {labels} form no known polarisation frame")
+        sel = self.main.query(f"FIELD_ID=={field} AND DATA_DESC_ID=={self.ddid}", sortlist="TIME,ANTENNA1,ANTENNA2",
+                              columns="ROWID() AS ROW")
+        self.rows = np.asarray(sel.getcol("ROW"), dtype=np.int64)
+        if self.rows.size == 0:
+            raise InputError(f"{self.path}: no rows for field {field}, spectral window {spw}")
+        self.times = np.asarray(self.main.getcol("TIME"), dtype=np.float64)[self.rows]  # MJD seconds (UTC)
+
+    def _sub(self, name: str):
+        p = self.path / name
+        if not p.exists():
+            raise InputError(f"{self.path}: missing subtable {name}")
+        return self.tables.table(str(p), readonly=True, ack=False)
+
+    def phase_centre(self) -> SkyCoord:
+        """PHASE_DIR of the selected field (J2000 taken as ICRS)."""
+        d = np.asarray(self._sub("FIELD").getcell("PHASE_DIR", self.field)).reshape(-1, 2)[0]
+        return SkyCoord(ra=d[0] * u.rad, dec=d[1] * u.rad, frame="icrs")
+
+    def configuration(self) -> Configuration:
+        """The ANTENNA table (ITRF positions)."""
+        ant = self._sub("ANTENNA")
+        xyz = np.asarray(ant.getcol("POSITION"), dtype=np.float64)
+        names = [str(n) for n in ant.getcol("NAME")]
+        diam = np.asarray(ant.getcol("DISH_DIAMETER"), dtype=np.float64)
+        obs = self._sub("OBSERVATION")
+        tel = str(obs.getcell("TELESCOPE_NAME", 0)) if obs.nrows() else "UNKNOWN"
+        loc = EarthLocation.from_geocentric(*xyz.mean(axis=0), unit=u.m)
+        return Configuration(name=tel, names=names, xyz=xyz, diameter=diam, location=loc)
+
+    def meta(self) -> StoreMeta:
+        """Observation-wide metadata for the store."""
+        cfg = self.configuration()
+        st = self.path.stat()
+        return StoreMeta(phase_centre=self.phase_centre(), frequency=self.frequency, channel_width=self.channel_width,
+                         polarisations=self.polarisations, configuration=cfg, telescope=cfg.name,
+                         provenance={"ingested_from": str(self.path.resolve()), "format": "MS", "column": self.column,
+                                     "field": self.field, "spw": self.spw, "mtime": st.st_mtime})
+
+    def read(self, idx: np.ndarray, chans: slice) -> Visibility:
+        """Selected rows (indices into this reader's row list) and a channel range."""
+        rows = self.rows[np.asarray(idx)]
+        sub = self.main.selectrows(rows.tolist())
+        data = sub.getcol(self.column)
+        flags = sub.getcol("FLAG") | sub.getcol("FLAG_ROW")[:, None, None]
+        if "WEIGHT_SPECTRUM" in sub.colnames() and sub.iscelldefined("WEIGHT_SPECTRUM", 0):
+            weight = sub.getcol("WEIGHT_SPECTRUM")
+        else:
+            weight = np.broadcast_to(sub.getcol("WEIGHT")[:, None, :], data.shape)
+        if self.chan_order is not None:
+            data, flags, weight = data[:, self.chan_order], flags[:, self.chan_order], weight[:, self.chan_order]
+        take = (slice(None), chans, self.pol_order)
+        vis = np.ascontiguousarray(data[take], dtype=np.complex64)
+        flags = np.ascontiguousarray(flags[take]) | ~np.isfinite(vis)
+        weight = np.where(flags, 0.0, weight[take]).astype(np.float32)
+        return Visibility(time=self.times[idx], uvw=sub.getcol("UVW"), antenna1=sub.getcol("ANTENNA1"),
+                          antenna2=sub.getcol("ANTENNA2"), vis=vis, weight=weight, flags=flags,
+                          frequency=self.frequency[chans], channel_width=self.channel_width[chans],
+                          polarisations=self.polarisations, phase_centre=self.phase_centre(),
+                          integration_time=sub.getcol("INTERVAL"))
+
+    def close(self) -> None:
+        """Close the tables."""
+        self.main.close()

@@ -1,0 +1,203 @@
+"""Ingest of real observations (from the pyuvdata 2.4.5 wheel) and of a synthetic UVFITS.
+
+The real files are downloaded at test time into a cache (arl_mpi.io.testdata); without
+network those tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from conftest import PYTHON, REPO
+
+from arl_mpi.errors import InputError
+from arl_mpi.imaging.dft import C_LIGHT, dft_predict, lm_to_pixel, radec_to_lm
+from arl_mpi.imaging.gridding import invert
+from arl_mpi.imaging.stokes import to_stokes
+from arl_mpi.ingest import ensure_store_from_input, ingest
+from arl_mpi.io import testdata
+from arl_mpi.io.store import open_store, read_partition
+
+
+def fetch(name: str):
+    try:
+        return testdata.fetch_pyuvdata_file(name)
+    except InputError as e:
+        pytest.skip(f"test data unavailable (offline?): {e}")
+
+
+def needs_casacore():
+    pytest.importorskip("casacore.tables", reason="python-casacore (arl_mpi[ms]) not installed")
+
+
+def all_rows(store):
+    idx = open_store(store)
+    parts = [read_partition(idx, k) for k in range(len(idx.partitions))]
+
+    def cat(f):
+        return np.concatenate([getattr(v, f) for v in parts])
+
+    order = np.lexsort((cat("antenna2"), cat("antenna1"), np.round(cat("time"), 1)))
+    return idx, {f: cat(f)[order] for f in ("time", "uvw", "vis", "weight", "flags", "antenna1", "antenna2")}
+
+
+def test_vla_uvfits_ingest(tmp_path):
+    src = fetch(testdata.VLA_UVFITS)
+    before = src.read_bytes()
+    idx = ingest(src, tmp_path / "vla.store", time_partitions=2)
+    hdr = fits.getheader(src)
+    assert idx.meta.polarisations == ["RR", "RL", "LR", "LL"]
+    assert idx.meta.frequency.size == 64 and idx.nvis == hdr["GCOUNT"] * 64 * 4
+    f0 = hdr["CRVAL4"] + (1 - hdr["CRPIX4"]) * hdr["CDELT4"]
+    assert idx.meta.frequency[0] == pytest.approx(f0) and np.allclose(np.diff(idx.meta.frequency), hdr["CDELT4"])
+    axis = {hdr[f"CTYPE{i}"].strip(): i for i in range(2, hdr["NAXIS"] + 1)}
+    pc = SkyCoord(ra=hdr[f"CRVAL{axis['RA']}"] * u.deg, dec=hdr[f"CRVAL{axis['DEC']}"] * u.deg)
+    assert idx.meta.phase_centre.separation(pc).arcsec < 1e-6
+    _, rows = all_rows(tmp_path / "vla.store")
+    raw = fits.getdata(src)
+    assert rows["flags"].sum() == int((raw.data[..., 2] <= 0).sum())  # weight <= 0 means flagged
+    assert src.read_bytes() == before  # input untouched
+
+
+def test_vla_uvfits_and_ms_agree(tmp_path):
+    """The same VLA observation as UVFITS and as MS gives the same uvw, data, flags, weights."""
+    needs_casacore()
+    ingest(fetch(testdata.VLA_UVFITS), tmp_path / "uv.store", time_partitions=1)
+    ingest(fetch(testdata.VLA_MS), tmp_path / "ms.store", time_partitions=3)
+    iu, a = all_rows(tmp_path / "uv.store")
+    im, b = all_rows(tmp_path / "ms.store")
+    np.testing.assert_array_equal(a["time"], b["time"])
+    np.testing.assert_allclose(a["uvw"], b["uvw"], atol=1e-3)  # UU/VV/WW seconds x c vs UVW metres
+    np.testing.assert_allclose(a["vis"], b["vis"], atol=1e-6)
+    np.testing.assert_array_equal(a["flags"], b["flags"])
+    np.testing.assert_allclose(a["weight"], b["weight"], rtol=1e-6)
+    assert iu.meta.phase_centre.separation(im.meta.phase_centre).arcsec < 1e-3
+
+
+def test_mwa_ms_ingest_and_image(tmp_path):
+    needs_casacore()
+    src = fetch(testdata.MWA_MS)
+    idx = ingest(src, tmp_path / "mwa.store", time_partitions=1, freq_partitions=2)
+    assert idx.meta.configuration.nant == 128 and idx.meta.polarisations == ["XX", "XY", "YX", "YY"]
+    assert idx.meta.frequency.size == 10 and len(idx.partitions) == 2
+    v = [read_partition(idx, k) for k in range(2)]
+    vis, wt, fl = to_stokes(np.concatenate([p.vis for p in v], axis=1), np.concatenate([p.weight for p in v], axis=1),
+                            np.concatenate([p.flags for p in v], axis=1), v[0].polarisations, "I")
+    cell = np.deg2rad(60 / 3600)
+    img, _ = invert(v[0].uvw, idx.meta.frequency, vis, wt, fl, 512, 512, cell)
+    # Fornax A (the field's target, at the phase centre) is the brightest thing in the image
+    y, x = np.unravel_index(np.argmax(img), img.shape)
+    assert np.hypot(x - 256, y - 256) * 60 < 1800, (x, y)
+
+
+def write_synthetic_uvfits(path, ra0, dec0, src_ra, src_dec, flux=1.0):
+    """A minimal AIPS-convention UVFITS of one point source (visibilities by exact DFT)."""
+    rng = np.random.default_rng(0)
+    nant, ntime, nchan = 12, 6, 4
+    xyz = rng.normal(0, 800, (nant, 3))
+    a1, a2 = np.triu_indices(nant, 1)
+    freq = 150e6 + np.arange(nchan) * 1e6
+    uvw = []
+    for t in range(ntime):
+        rot = np.deg2rad(10 * t)
+        c, s = np.cos(rot), np.sin(rot)
+        r = xyz @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        uvw.append(r[a2] - r[a1])
+    uvw = np.concatenate(uvw)
+    uvw[:, 2] *= 0.1
+    nrow = uvw.shape[0]
+    l, m = radec_to_lm(np.deg2rad(src_ra), np.deg2rad(src_dec), np.deg2rad(ra0), np.deg2rad(dec0))
+    v = dft_predict(np.atleast_1d(l), np.atleast_1d(m), np.full((1, nchan), flux), uvw, freq)
+    data = np.zeros((nrow, 1, 1, 1, nchan, 2, 3), np.float32)  # DEC RA IF FREQ STOKES COMPLEX
+    for p in range(2):  # XX, YY = I
+        data[:, 0, 0, 0, :, p, 0] = v.real
+        data[:, 0, 0, 0, :, p, 1] = v.imag
+        data[:, 0, 0, 0, :, p, 2] = 1.0
+    jd_frac = np.repeat(np.arange(ntime), nant * (nant - 1) // 2) * 60 / 86400
+    # float32 parameters: the Julian date is split into two DATE parameters, which readers sum
+    pars = [uvw[:, 0] / C_LIGHT, uvw[:, 1] / C_LIGHT, uvw[:, 2] / C_LIGHT, np.full(nrow, 2460000.5), jd_frac,
+            256.0 * (np.tile(a1, ntime) + 1) + (np.tile(a2, ntime) + 1)]
+    gd = fits.GroupData(data, parnames=["UU", "VV", "WW", "DATE", "DATE", "BASELINE"], pardata=pars, bitpix=-32)
+    hdu = fits.GroupsHDU(gd)
+    h = hdu.header
+    for i, (ct, crval, cdelt) in enumerate([("COMPLEX", 1, 1), ("STOKES", -5, -1), ("FREQ", freq[0], 1e6),
+                                            ("IF", 1, 1), ("RA", ra0, 1), ("DEC", dec0, 1)], start=2):
+        h[f"CTYPE{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CRPIX{i}"] = ct, crval, cdelt, 1.0
+    h["OBSRA"], h["OBSDEC"], h["TELESCOP"] = ra0, dec0, "SYNTH"
+    an = fits.BinTableHDU.from_columns([
+        fits.Column(name="ANNAME", format="8A", array=[f"A{i}" for i in range(nant)]),
+        fits.Column(name="STABXYZ", format="3D", array=xyz),
+        fits.Column(name="NOSTA", format="1J", array=np.arange(1, nant + 1)),
+    ], name="AIPS AN")
+    an.header["ARRAYX"], an.header["ARRAYY"], an.header["ARRAYZ"] = -2.5e6, 5.1e6, -2.8e6
+    fits.HDUList([hdu, an]).writeto(path)
+
+
+def test_synthetic_uvfits_source_lands_at_its_position(tmp_path):
+    """Pins the UVFITS conventions (UU/VV/WW in light-seconds, signs, Stokes order)."""
+    ra0, dec0 = 60.0, -30.0
+    src = SkyCoord(ra=ra0 * u.deg, dec=dec0 * u.deg).spherical_offsets_by(1.0 * u.deg, 0.5 * u.deg)
+    path = tmp_path / "synth.uvfits"
+    write_synthetic_uvfits(path, ra0, dec0, src.ra.deg, src.dec.deg)
+    idx = ingest(path, tmp_path / "s.store", time_partitions=2)
+    v = [read_partition(idx, k) for k in range(2)]
+    vis, wt, fl = to_stokes(np.concatenate([p.vis for p in v]), np.concatenate([p.weight for p in v]),
+                            np.concatenate([p.flags for p in v]), v[0].polarisations, "I")
+    uvw = np.concatenate([p.uvw for p in v])
+    cell = np.deg2rad(30 / 3600)
+    img, _ = invert(uvw, idx.meta.frequency, vis, wt, fl, 512, 512, cell, double=True, epsilon=1e-7)
+    l, m = radec_to_lm(src.ra.rad, src.dec.rad, np.deg2rad(ra0), np.deg2rad(dec0))
+    x, y = lm_to_pixel(l, m, 512, 512, cell)
+    yi, xi = np.unravel_index(np.argmax(img), img.shape)
+    assert abs(xi - x) <= 1 and abs(yi - y) <= 1, ((xi, yi), (x, y))
+    assert img.max() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "no such file or directory"),
+    ("not-ms", "neither a visibility store"),
+    ("truncated", "truncated UVFITS file"),
+    ("column", "--column MODEL_DATA"),
+])
+def test_bad_inputs(tmp_path, env_cli, case, needle):
+    target = tmp_path / "input"
+    extra = []
+    if case == "not-ms":
+        target.mkdir()
+        (target / "foo").write_text("x")
+    elif case == "truncated":
+        raw = fetch(testdata.VLA_UVFITS).read_bytes()
+        target = tmp_path / "cut.uvfits"
+        target.write_bytes(raw[: len(raw) // 2])
+    elif case == "column":
+        target = fetch(testdata.VLA_UVFITS)
+        extra = ["--column", "MODEL_DATA"]
+    r = subprocess.run([PYTHON, "-m", "arl_mpi.ingest", str(target), str(tmp_path / "out.store"), *extra],
+                       capture_output=True, text=True, env=env_cli, cwd=REPO, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out.store").exists()
+
+
+def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
+    src = tmp_path / "vla.uvfits"
+    shutil.copy(fetch(testdata.VLA_UVFITS), src)
+    args = [PYTHON, "-m", "arl_mpi.pipeline", "--vis", str(src), "--size", "128", "128", "--scale", "0.5asec",
+            "--workers", "1", "--no-dashboard", "--no-png", "--time-partitions", "2"]
+    r = subprocess.run([*args, "--name", str(tmp_path / "a")], capture_output=True, text=True, env=env_cli,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "vla.uvfits.arlstore" / "index.h5").exists() and "ingesting" in r.stderr
+    r = subprocess.run([*args, "--name", str(tmp_path / "b")], capture_output=True, text=True, env=env_cli,
+                       cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and "reusing" in r.stderr
+    a, b = fits.getdata(tmp_path / "a-dirty.fits"), fits.getdata(tmp_path / "b-dirty.fits")
+    np.testing.assert_array_equal(a, b)
+    assert ensure_store_from_input(src) == str(tmp_path / "vla.uvfits.arlstore")
