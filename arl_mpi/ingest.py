@@ -40,7 +40,7 @@ def detect_format(path: str | os.PathLike) -> str:
     """``store``, ``ms`` or ``uvfits`` (InputError for anything else)."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
+        raise InputError(f"{p}: no such visibility store, MeasurementSet or UVFITS file")
     if p.is_dir():
         if (p / "index.h5").exists() or (p / "partitions").is_dir():
             return "store"

@@ -160,7 +160,7 @@ def test_synthetic_uvfits_source_lands_at_its_position(tmp_path):
 
 
 @pytest.mark.parametrize("case,needle", [
-    ("missing", "no such file or directory"),
+    ("missing", "no such visibility store, MeasurementSet or UVFITS file"),
     ("not-ms", "neither a visibility store"),
     ("truncated", "truncated UVFITS file"),
     ("column", "--column MODEL_DATA"),

@@ -178,7 +178,7 @@ def test_not_a_store(tmp_path, env_cli, what):
         with h5py.File(target / "index.h5", "w") as f:
             f["x"] = 1
     r = pipeline(tmp_path, ["--vis", str(target), "--name", "x", "--workers", "1", *FAST], env_cli)
-    msg = {"missing": "no such visibility store", "text": "is a file",
+    msg = {"missing": "no such visibility store", "text": "not a MeasurementSet, UVFITS file or visibility store",
            "hdf5-not-store": "missing attribute 'format'"}[what]
     one_line_error(r, str(target), msg)
     assert not list(tmp_path.glob("x-*.fits"))

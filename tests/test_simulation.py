@@ -74,7 +74,7 @@ def test_simulated_sources_in_data():
         n = np.sqrt(1 - l * l - m * m)
         assert abs(lon) < 0.1 and abs(lat) < 0.1
         uvw = vis.uvw[:, :, None] * vis.frequency[None, None, :] / 299792458.0
-        phase = -2j * np.pi * (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * (n - 1))
+        phase = 2j * np.pi * (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * (n - 1))  # MS convention
         expected += c.flux_at(vis.frequency)[None, :] * np.exp(phase)
     np.testing.assert_allclose(vis.vis[:, :, 0], expected, atol=1e-5 * np.abs(expected).max())
     np.testing.assert_allclose(vis.vis[:, :, 1], expected, atol=1e-5 * np.abs(expected).max())

@@ -23,6 +23,15 @@ from arl_mpi.graphs import partitions as P
 delayed = dask.delayed
 
 
+def constant(value: Any) -> Delayed:
+    """A value (e.g. the model image) as one graph node that every partition task shares.
+
+    Unlike ``client.scatter``, the value lives in the graph, so when a worker holding it dies
+    the scheduler simply sends it again: nothing is lost with the worker.
+    """
+    return delayed(value, pure=True)
+
+
 def tree_reduce(items: Sequence[Any], op: Callable[[Any, Any], Any] = operator.add, name: str = "sum") -> Delayed:
     """Binary-tree reduction of delayed values in list order (depth log2 n)."""
     level = list(items)

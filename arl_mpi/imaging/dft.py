@@ -2,7 +2,8 @@
 
 All functions follow the conventions in ``docs/imaging.md``:
 
-* V(u, v, w) = sum_k I_k exp(-2 pi i (u l_k + v m_k + w (n_k - 1))), u, v, w in wavelengths;
+* V(u, v, w) = sum_k I_k exp(+2 pi i (u l_k + v m_k + w (n_k - 1))), u, v, w in wavelengths,
+  uvw = antenna2 - antenna1 (the MeasurementSet convention, checked against WSClean on real data);
 * image arrays are ``[ny, nx]``; pixel ``(y, x)`` has ``m = (y - ny//2) * cell`` and
   ``l = -(x - nx//2) * cell`` (RA---SIN / DEC--SIN, CDELT1 = -cell, CDELT2 = +cell).
 
@@ -134,7 +135,7 @@ def dft_predict(
     Returns
     -------
     vis : ndarray [nrow, nchan] complex128
-        ``sum_k flux_k exp(-2 pi i (u l_k + v m_k + w (n_k - 1)))`` (full w term, no 1/n).
+        ``sum_k flux_k exp(+2 pi i (u l_k + v m_k + w (n_k - 1)))`` (full w term, no 1/n).
     """
     l = np.atleast_1d(np.asarray(l, dtype=np.float64))
     m = np.atleast_1d(np.asarray(m, dtype=np.float64))
@@ -154,7 +155,7 @@ def dft_predict(
         r1 = min(nrow, r0 + chunk)
         delay = uvw[r0:r1] @ lmn  # [rows, ncomp] metres
         for c, f in enumerate(freq):
-            ph = np.exp((-2j * np.pi * f / C_LIGHT) * delay)
+            ph = np.exp((2j * np.pi * f / C_LIGHT) * delay)
             vis[r0:r1, c] = ph @ flux[:, c]
     return vis
 
@@ -188,7 +189,7 @@ def dft_invert(
     Returns
     -------
     image : ndarray [npix_y, npix_x] float64
-        ``Re(sum w V exp(+2 pi i (u l + v m + w (n - 1)))) / sum w`` at every pixel.
+        ``Re(sum w V exp(-2 pi i (u l + v m + w (n - 1)))) / sum w`` at every pixel.
     """
     freq = np.atleast_1d(np.asarray(freq, dtype=np.float64))
     uvw = np.asarray(uvw, dtype=np.float64)
@@ -211,7 +212,7 @@ def dft_invert(
         for v0 in range(0, wv.size, chunk_vis):
             v1 = min(wv.size, v0 + chunk_vis)
             ph = (2 * np.pi) * (uvw_l[v0:v1] @ lmn[:, p0:p1])
-            acc += wv[v0:v1].real @ np.cos(ph) - wv[v0:v1].imag @ np.sin(ph)
+            acc += wv[v0:v1].real @ np.cos(ph) + wv[v0:v1].imag @ np.sin(ph)
         out[p0:p1] = acc
     if sumwt == 0:
         return np.zeros((npix_y, npix_x))

@@ -1,10 +1,11 @@
 """Gridded invert / predict / PSF built on ``ducc0.wgridder``.
 
-Conventions (see ``docs/imaging.md``): V = sum I exp(-2 pi i (u l + v m + w (n - 1))),
-image ``[ny, nx]`` with ``l = -(x - nx//2) cell``, ``m = (y - ny//2) cell``. ducc0's
-internal convention differs; it was verified against :func:`arl_mpi.imaging.dft.dft_invert`
-that ``flip_u=True, flip_w=True`` plus a transpose (ducc0 images are ``[nx, ny]``)
-reproduces ours exactly. No 1/n factor is applied in either direction
+Conventions (see ``docs/imaging.md``): V = sum I exp(+2 pi i (u l + v m + w (n - 1))) with
+uvw = antenna2 - antenna1, the MeasurementSet convention (a real MWA MS imaged by WSClean and
+by us agrees to 1e-4 of the peak), image ``[ny, nx]`` with ``l = -(x - nx//2) cell``,
+``m = (y - ny//2) cell``. ducc0's internal convention differs; it was verified against
+:func:`arl_mpi.imaging.dft.dft_invert` that ``flip_v=True`` plus a transpose (ducc0 images
+are ``[nx, ny]``) reproduces ours exactly. No 1/n factor is applied in either direction
 (``divide_by_n=False``), so :func:`predict` and :func:`invert_unnormalised` are exact adjoints.
 """
 
@@ -25,7 +26,7 @@ __all__ = [
     "make_psf",
 ]
 
-_FLIPS = {"flip_u": True, "flip_v": False, "flip_w": True}
+_FLIPS = {"flip_u": False, "flip_v": True, "flip_w": False}
 
 
 def _prep_weights(
@@ -94,7 +95,7 @@ def invert_unnormalised(
     Returns
     -------
     image_sum : ndarray [npix_y, npix_x] float64
-        ``Re(sum_i w_i V_i exp(+2 pi i (u l + v m + w (n - 1))))`` (no 1/n factor).
+        ``Re(sum_i w_i V_i exp(-2 pi i (u l + v m + w (n - 1))))`` (no 1/n factor).
     sumwt : float
         Sum of unflagged weights.
     """
@@ -203,7 +204,7 @@ def predict(
     -------
     vis : ndarray [nrow, nchan]
         complex64 (default) or complex128 (``double=True``):
-        ``sum_pix model exp(-2 pi i (u l + v m + w (n - 1)))``.
+        ``sum_pix model exp(+2 pi i (u l + v m + w (n - 1)))``.
     """
     rdtype = np.float64 if double else np.float32
     uvw = np.asarray(uvw, dtype=np.float64)

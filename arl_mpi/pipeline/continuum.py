@@ -125,7 +125,7 @@ def weight_data(client, s: Settings, data: list, grid: GridSpec, where: str) -> 
     if scheme != "natural" or s.taper_rad:
         density = None
         if scheme != "natural":
-            density = client.scatter(client.compute(G.weight_density_graph(data, grid)).result(), broadcast=True)
+            density = G.constant(client.compute(G.weight_density_graph(data, grid)).result())
         new = persist_balanced(client, G.reweight_graph(data, grid, density, scheme, robust, s.taper_rad))
         wait(new)  # the weighted data exist (on the workers) before the unweighted are released
         data = new
@@ -189,7 +189,7 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
         model, cycle, niter_done, cycles, taylor = ck.model, ck.cycle, ck.niter_done, ck.cycles, ck.taylor
         log.info("resuming after major cycle %d (%d components)", cycle, niter_done)
         if cycle:
-            residual, _ = image_from(client, G.invert_graph(data, grid, client.scatter(model, broadcast=True)))
+            residual, _ = image_from(client, G.invert_graph(data, grid, G.constant(model)))
     last_minor = None
     t_major = t_minor = 0.0
     while s.niter > 0:
@@ -207,7 +207,7 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
         if "taylor" in info:
             taylor = info["taylor"] if taylor is None else taylor + info["taylor"]
         tj = time.perf_counter()
-        residual, _ = image_from(client, G.invert_graph(data, grid, client.scatter(model, broadcast=True)))
+        residual, _ = image_from(client, G.invert_graph(data, grid, G.constant(model)))
         dt_major = time.perf_counter() - tj
         t_major += dt_major
         cycle += 1

@@ -94,7 +94,7 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
             if rnd == 0 and s.ical_point_model:
                 model = point_model(client, res.data, grid)
                 info["point_model_jy"] = float(model.max())
-            model_f = client.scatter(model, broadcast=True)
+            model_f = G.constant(model)
             gains = [client.compute(delayed(C.solve_partition, pure=True)(c, grid, model_f, solint=solint, mode=mode,
                                                                           min_snr=s.ical_min_snr,
                                                                           pol_mode=s.ical_pol_mode))

@@ -140,7 +140,7 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
                              "psf": make_image(index, psf, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes)}, s.png)
     cs = minor.clean_settings(s)
     workers = sorted(client.scheduler_info()["workers"])
-    model_f = client.scatter(np.zeros_like(dirty))
+    model_f = client.submit(np.zeros, dirty.shape, pure=False)  # recomputable, unlike a scatter
     niter_done = np.zeros(nout, dtype=int)
     last = [None] * nout
     active = list(range(nout))
