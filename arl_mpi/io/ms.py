@@ -145,3 +145,84 @@ class MSReader:
     def close(self) -> None:
         """Close the tables."""
         self.main.close()
+
+
+def write_ms(index, path: str | Path) -> Path:
+    """Export a visibility store as a MeasurementSet v2 (for peers such as WSClean or CASA).
+
+    One field, one spectral window; DATA, WEIGHT_SPECTRUM, WEIGHT, FLAG, UVW in the MS
+    convention (which is the store's). Written under a temporary name, then renamed.
+    """
+    tables = _tables()
+    from arl_mpi.io.atomic import temporary_sibling
+    from arl_mpi.io.store import read_partition
+
+    final = Path(path)
+    if final.exists():
+        raise InputError(f"{final}: exists; refusing to overwrite")
+    tmp = temporary_sibling(final)
+    meta = index.meta
+    pols = meta.polarisations
+    codes = {v: k for k, v in _CORR.items()}
+    nchan, npol = meta.frequency.size, len(pols)
+    if index.nfreq_blocks != 1:
+        raise InputError(f"{index.path}: write_ms needs a store with one frequency partition")
+    desc = tables.maketabdesc([tables.makearrcoldesc("DATA", 0j, ndim=2, valuetype="complex")])
+    ms = tables.default_ms(str(tmp), desc)
+    nrow = sum(p.nrow for p in index.partitions)
+    ms.addrows(nrow)
+    r0 = 0
+    for p in index.partitions:
+        v = read_partition(index, p.pid)
+        n = v.nrow
+        ms.putcol("UVW", v.uvw, r0, n)
+        ms.putcol("ANTENNA1", v.antenna1, r0, n)
+        ms.putcol("ANTENNA2", v.antenna2, r0, n)
+        ms.putcol("TIME", v.time, r0, n)
+        ms.putcol("TIME_CENTROID", v.time, r0, n)
+        ms.putcol("INTERVAL", v.integration_time, r0, n)
+        ms.putcol("EXPOSURE", v.integration_time, r0, n)
+        ms.putcol("DATA", v.vis.astype(np.complex64), r0, n)
+        ms.putcol("FLAG", v.flags, r0, n)
+        ms.putcol("WEIGHT", v.weight.mean(axis=1), r0, n)
+        ms.putcol("SIGMA", 1.0 / np.sqrt(np.maximum(v.weight.mean(axis=1), 1e-30)), r0, n)
+        r0 += n
+    ms.close()
+    cfg = meta.configuration
+    with tables.table(str(tmp / "ANTENNA"), readonly=False, ack=False) as t:
+        t.addrows(cfg.nant)
+        t.putcol("POSITION", cfg.xyz)
+        t.putcol("NAME", list(cfg.names))
+        t.putcol("STATION", list(cfg.names))
+        t.putcol("DISH_DIAMETER", cfg.diameter)
+        t.putcol("TYPE", ["GROUND-BASED"] * cfg.nant)
+        t.putcol("MOUNT", ["ALT-AZ"] * cfg.nant)
+    with tables.table(str(tmp / "SPECTRAL_WINDOW"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        t.putcell("CHAN_FREQ", 0, meta.frequency)
+        t.putcell("CHAN_WIDTH", 0, meta.channel_width)
+        t.putcell("EFFECTIVE_BW", 0, meta.channel_width)
+        t.putcell("RESOLUTION", 0, meta.channel_width)
+        t.putcell("REF_FREQUENCY", 0, float(meta.frequency[0]))
+        t.putcell("TOTAL_BANDWIDTH", 0, float(meta.channel_width.sum()))
+        t.putcell("NUM_CHAN", 0, nchan)
+    with tables.table(str(tmp / "POLARIZATION"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        t.putcell("CORR_TYPE", 0, np.array([codes[p] for p in pols], dtype=np.int32))
+        t.putcell("NUM_CORR", 0, npol)
+    with tables.table(str(tmp / "DATA_DESCRIPTION"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        t.putcell("SPECTRAL_WINDOW_ID", 0, 0)
+        t.putcell("POLARIZATION_ID", 0, 0)
+    pc = meta.phase_centre.icrs
+    direction = np.array([[[pc.ra.rad, pc.dec.rad]]])
+    with tables.table(str(tmp / "FIELD"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
+            t.putcell(col, 0, direction[0])
+        t.putcell("NAME", 0, "FIELD0")
+    with tables.table(str(tmp / "OBSERVATION"), readonly=False, ack=False) as t:
+        t.addrows(1)
+        t.putcell("TELESCOPE_NAME", 0, meta.telescope)
+    tmp.rename(final)
+    return final
