@@ -144,7 +144,7 @@ class UVFitsReader:
         centre = np.array([hd.get("ARRAYX", 0.0), hd.get("ARRAYY", 0.0), hd.get("ARRAYZ", 0.0)], dtype=np.float64)
         if np.linalg.norm(centre) > 1e6:  # positions relative to the array centre (ITRF)
             xyz = xyz + centre
-        names = [str(n).strip() for n in an.data["ANNAME"]]
+        names = [str(n).replace("\x00", "").strip() for n in an.data["ANNAME"]]
         diam = np.asarray(an.data["DIAMETER"], dtype=float) if "DIAMETER" in an.columns.names else np.zeros(len(names))
         diam = np.where(diam > 0, diam, 25.0)
         ref = centre if np.linalg.norm(centre) > 1e6 else xyz.mean(axis=0)
