@@ -108,8 +108,14 @@ def persist_balanced(client, items: list) -> list:
 
 
 def load_and_weight(client, s: Settings, index: StoreIndex, grid: GridSpec) -> ResidentData:
-    """Load all partitions onto the workers, check them, apply imaging weights."""
-    data = persist_balanced(client, G.load_graph(str(index.path), range(len(index.partitions)), s.stokes, s.verify))
+    """Load all partitions onto the workers, check them, apply imaging weights.
+
+    With ``--stream`` nothing is persisted: the returned graphs re-read each partition
+    whenever a later graph needs it, so a worker holds only the partitions it is gridding.
+    """
+    data = G.load_graph(str(index.path), range(len(index.partitions)), s.stokes, s.verify)
+    if not s.stream:
+        data = persist_balanced(client, data)
     return weight_data(client, s, data, grid, str(index.path))
 
 
@@ -126,8 +132,10 @@ def weight_data(client, s: Settings, data: list, grid: GridSpec, where: str) -> 
         density = None
         if scheme != "natural":
             density = G.constant(client.compute(G.weight_density_graph(data, grid)).result())
-        new = persist_balanced(client, G.reweight_graph(data, grid, density, scheme, robust, s.taper_rad))
-        wait(new)  # the weighted data exist (on the workers) before the unweighted are released
+        new = G.reweight_graph(data, grid, density, scheme, robust, s.taper_rad)
+        if not s.stream:
+            new = persist_balanced(client, new)
+            wait(new)  # the weighted data exist (on the workers) before the unweighted are released
         data = new
     return ResidentData(data=data, counts=counts, grid=grid,
                         timings={"load_check_s": t1 - t0, "weighting_s": time.perf_counter() - t1})

@@ -115,6 +115,7 @@ class Settings:
     cluster_timeout: float = 60.0
     # reliability
     resume: bool = False
+    stream: bool = False
     checkpoint: bool = True
     verify: bool = True
     png: bool = True
@@ -262,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--interface", help="network interface for the cluster, e.g. ib0")
     a("--cluster-timeout", type=float)
     a("--resume", action="store_const", const=True, help="continue from the last checkpoint of --name")
+    a("--stream", action="store_const", const=True,
+      help="do not keep partitions resident: re-read each from the store whenever it is gridded (for stores "
+           "larger than the workers' memory; every major cycle then costs a read of the store)")
     a("--no-checkpoint", dest="checkpoint", action="store_const", const=False)
     a("--no-verify", dest="verify", action="store_const", const=False, help="skip partition SHA-256 checks")
     a("--no-png", dest="png", action="store_const", const=False)
