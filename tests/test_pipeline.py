@@ -199,3 +199,35 @@ def test_config_file_same_as_flags(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_scheduler_file_and_stream_mode(tmp_path, sim_store, env_cli):
+    """ARL_DASK_SCHEDULER_FILE names an existing cluster; --stream gives the same images."""
+    sfile = tmp_path / "scheduler.json"
+    procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)],
+                              env=env_cli, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        t_end = time.monotonic() + 60
+        while not sfile.exists() and time.monotonic() < t_end:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sfile),
+                                       "--nthreads", "1", "--nworkers", "2"], env=env_cli, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        env = dict(env_cli, ARL_DASK_SCHEDULER_FILE=str(sfile))
+        r, _ = run_pipeline(tmp_path, "file", ["--vis", str(sim_store), "--no-tls"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "connected to external scheduler" in r.stderr
+        r, _ = run_pipeline(tmp_path, "stream", ["--vis", str(sim_store), "--no-tls", "--stream"], env)
+        assert r.returncode == 0, r.stderr[-3000:]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    for kind in ("dirty", "image"):
+        a, b = read_plane(tmp_path / f"file-{kind}.fits"), read_plane(tmp_path / f"stream-{kind}.fits")
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
