@@ -23,11 +23,15 @@ def mpi_rank_size() -> tuple[int, int]:
     return comm.Get_rank(), comm.Get_size()
 
 
-def setup_logging(level: str = "INFO", rank: int | None = None) -> None:
-    """Log to stderr with the MPI rank (and its role) in every line."""
+def setup_logging(level: str = "INFO", rank: int | None = None, cluster_roles: bool = False) -> None:
+    """Log to stderr with the MPI rank (and, for the pipeline, its role) in every line."""
     if rank is None:
         rank, _ = mpi_rank_size()
-    role = {0: "scheduler", 1: "driver"}.get(rank, "worker") if mpi_rank_size()[1] > 1 else "main"
+    size = mpi_rank_size()[1]
+    if cluster_roles and size > 1:
+        role = {0: "scheduler", 1: "driver"}.get(rank, "worker")
+    else:
+        role = "main" if size == 1 else f"of {size}"
     fmt = f"%(asctime)s [rank {rank} {role}] %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr, force=True)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
 from arl_mpi.errors import InputError, StoreError
+from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import (
     StoreIndex,
     create_store,
@@ -82,44 +83,9 @@ def _write_one(reader, store: Path, pid: int, plan) -> object:
 def ingest(input_path: str | os.PathLike, store: str | os.PathLike, *, time_partitions: int = 4,
            freq_partitions: int = 1, column: str = "DATA", field: int = 0, spw: int = 0) -> StoreIndex | None:
     """Ingest ``input_path`` into a new store (in parallel under MPI; returns the index on rank 0)."""
-    rank, size = mpi_rank_size()
     reader = open_reader(input_path, column, field, spw)
     plan = plan_partitions(reader.times, reader.frequency.size, time_partitions, freq_partitions)
-    if size == 1:
-        create_store(store)
-        infos = [_write_one(reader, Path(store), pid, plan) for pid in range(len(plan))]
-        return finalize_store(store, reader.meta(), infos)
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    err = None
-    if rank == 0:
-        try:
-            create_store(store)
-        except Exception as e:  # noqa: BLE001 - broadcast so no rank waits forever
-            err = e
-    err = comm.bcast(err, root=0)
-    if err is not None:
-        raise err
-    mine, my_err = [], None
-    try:
-        mine = [_write_one(reader, Path(store), pid, plan) for pid in range(rank, len(plan), size)]
-    except Exception as e:  # noqa: BLE001
-        my_err = e
-    gathered = comm.gather((mine, my_err), root=0)
-    result = None
-    if rank == 0:
-        errs = [e for _, e in gathered if e is not None]
-        err = errs[0] if errs else None
-        if err is None:
-            try:
-                result = finalize_store(store, reader.meta(), [i for part, _ in gathered for i in part])
-            except Exception as e:  # noqa: BLE001
-                err = e
-    err = comm.bcast(err, root=0)
-    if err is not None:
-        raise err
-    return result
+    return write_store_parallel(store, len(plan), lambda pid: _write_one(reader, Path(store), pid, plan), reader.meta)
 
 
 def _fingerprint(path: Path) -> str:

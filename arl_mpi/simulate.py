@@ -16,9 +16,9 @@ from pathlib import Path
 
 from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
 from arl_mpi.errors import ConfigError
+from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import StoreIndex, create_store, finalize_store
 from arl_mpi.simulation.builtin import (
-    Simulation,
     SimulationSettings,
     build,
     partition_plan,
@@ -70,45 +70,6 @@ def simulate_store(store: str | Path, settings: SimulationSettings, ntime_parts:
     return finalize_store(store, sim.meta(), infos)
 
 
-def simulate_store_mpi(store: str | Path, settings: SimulationSettings, ntime_parts: int, nfreq_parts: int) -> StoreIndex | None:
-    """Every MPI rank writes partitions ``pid % size == rank``; rank 0 writes the index."""
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    sim: Simulation = build(settings)
-    plan = partition_plan(sim, ntime_parts, nfreq_parts)
-    err = None
-    if rank == 0:
-        try:
-            create_store(store)
-        except Exception as e:  # noqa: BLE001 - broadcast the failure so no rank hangs
-            err = e
-    err = comm.bcast(err, root=0)
-    if err is not None:
-        raise err
-    mine, my_err = [], None
-    try:
-        mine = [write_simulated_partition(store, sim, pid, plan) for pid in range(rank, len(plan), size)]
-    except Exception as e:  # noqa: BLE001
-        my_err = e
-    gathered = comm.gather((mine, my_err), root=0)
-    result, err = None, None
-    if rank == 0:
-        errs = [e for _, e in gathered if e is not None]
-        if errs:
-            err = errs[0]
-        else:
-            try:
-                result = finalize_store(store, sim.meta(), [i for part, _ in gathered for i in part])
-            except Exception as e:  # noqa: BLE001
-                err = e
-    err = comm.bcast(err, root=0)
-    if err is not None:
-        raise err
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m arl_mpi.simulate", description=__doc__)
     p.add_argument("store", help="output store directory (must not exist)")
@@ -123,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     if args.processes < 1:
         raise ConfigError("--processes must be >= 1")
-    if size > 1:
-        idx = simulate_store_mpi(args.store, settings, args.time_partitions, args.freq_partitions)
+    if size > 1:  # every rank simulates and writes its own partitions
+        sim = build(settings)
+        plan = partition_plan(sim, args.time_partitions, args.freq_partitions)
+        idx = write_store_parallel(args.store, len(plan), lambda pid: write_simulated_partition(args.store, sim, pid, plan),
+                                   sim.meta)
     else:
         idx = simulate_store(args.store, settings, args.time_partitions, args.freq_partitions, args.processes)
     if idx is not None:

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigExit as e:
         return e.code
     rank, _ = mpi_rank_size()
-    setup_logging(s.log_level, rank)
+    setup_logging(s.log_level, rank, cluster_roles=True)
     from arl_mpi.cluster.runtime import run_with_client
 
     return run_with_client(lambda client: run(s, client), cluster_settings(s))
