@@ -76,7 +76,7 @@ def main() -> None:
                             "--sim-ntimes", str(args.sim_ntimes), "--sim-nchan", str(args.sim_nchan), "--sim-rmax-m",
                             "1000", "--processes", "2"], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
         if not ms.exists():
-            write_ms(open_store(store), ms)
+            write_ms(open_store(store), ms, telescope="MWA")  # SKA-Low core site = MRO, known to CASA
         vis_arg = str(store)
         print(f"simulated {open_store(store).nvis / 1e6:.1f} M visibilities")
     elif not ms.exists():

@@ -147,11 +147,13 @@ class MSReader:
         self.main.close()
 
 
-def write_ms(index, path: str | Path) -> Path:
+def write_ms(index, path: str | Path, telescope: str | None = None) -> Path:
     """Export a visibility store as a MeasurementSet v2 (for peers such as WSClean or CASA).
 
-    One field, one spectral window; DATA, WEIGHT_SPECTRUM, WEIGHT, FLAG, UVW in the MS
-    convention (which is the store's). Written under a temporary name, then renamed.
+    One field, one spectral window (TOPO), one feed per antenna; DATA, WEIGHT, FLAG, UVW in
+    the MS convention (which is the store's). ``telescope`` overrides the observatory name
+    (CASA needs one it knows to convert frequency frames, e.g. "MWA" for the SKA-Low site at
+    the same observatory). Written under a temporary name, then renamed.
     """
     tables = _tables()
     from arl_mpi.io.atomic import temporary_sibling
@@ -206,6 +208,7 @@ def write_ms(index, path: str | Path) -> Path:
         t.putcell("REF_FREQUENCY", 0, float(meta.frequency[0]))
         t.putcell("TOTAL_BANDWIDTH", 0, float(meta.channel_width.sum()))
         t.putcell("NUM_CHAN", 0, nchan)
+        t.putcell("MEAS_FREQ_REF", 0, 5)  # TOPO
     with tables.table(str(tmp / "POLARIZATION"), readonly=False, ack=False) as t:
         t.addrows(1)
         t.putcell("CORR_TYPE", 0, np.array([codes[p] for p in pols], dtype=np.int32))
@@ -221,8 +224,25 @@ def write_ms(index, path: str | Path) -> Path:
         for col in ("PHASE_DIR", "DELAY_DIR", "REFERENCE_DIR"):
             t.putcell(col, 0, direction[0])
         t.putcell("NAME", 0, "FIELD0")
+    receptors = ["R", "L"] if pols[0].startswith("R") else ["X", "Y"]
+    with tables.table(str(tmp / "FEED"), readonly=False, ack=False) as t:
+        n = cfg.nant
+        t.addrows(n)
+        t.putcol("ANTENNA_ID", np.arange(n, dtype=np.int32))
+        t.putcol("FEED_ID", np.zeros(n, np.int32))
+        t.putcol("SPECTRAL_WINDOW_ID", np.full(n, -1, np.int32))
+        t.putcol("BEAM_ID", np.full(n, -1, np.int32))
+        t.putcol("NUM_RECEPTORS", np.full(n, 2, np.int32))
+        t.putcol("POLARIZATION_TYPE", np.array([receptors] * n))
+        t.putcol("RECEPTOR_ANGLE", np.zeros((n, 2)))
+        t.putcol("POL_RESPONSE", np.tile(np.eye(2, dtype=complex), (n, 1, 1)))
+        t.putcol("BEAM_OFFSET", np.zeros((n, 2, 2)))
+        t.putcol("INTERVAL", np.full(n, 1e30))
+        t.putcol("TIME", np.zeros(n))
+    times = [p.time_min for p in index.partitions] + [p.time_max for p in index.partitions]
     with tables.table(str(tmp / "OBSERVATION"), readonly=False, ack=False) as t:
         t.addrows(1)
-        t.putcell("TELESCOPE_NAME", 0, meta.telescope)
+        t.putcell("TELESCOPE_NAME", 0, telescope or meta.telescope)
+        t.putcell("TIME_RANGE", 0, np.array([min(times), max(times)]))
     tmp.rename(final)
     return final
