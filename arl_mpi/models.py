@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from astropy import units as u
 from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.wcs import WCS
 
@@ -344,8 +343,3 @@ def image_wcs(
     w.wcs.equinox = 2000.0
     w.wcs.specsys = "TOPOCENT"
     return w
-
-
-def phase_centre_from(ra_deg: float, dec_deg: float) -> SkyCoord:
-    """Convenience: an ICRS SkyCoord from degrees."""
-    return SkyCoord(ra=ra_deg * u.deg, dec=dec_deg * u.deg, frame="icrs")

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,10 +330,3 @@ def _shutdown(client) -> None:
         client.shutdown()
     with contextlib.suppress(Exception):
         client.close(timeout=5)
-
-
-def exit_with(status: int) -> None:
-    """Flush and exit with ``status`` (used by every rank at the end of a run)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    sys.exit(status)

@@ -177,18 +177,6 @@ def psf_partial(data: ImagingData, grid: GridSpec) -> tuple[np.ndarray, np.ndarr
     return _per_out_channel(data, grid, one)
 
 
-def subtract_model(data: ImagingData, grid: GridSpec, model: np.ndarray) -> ImagingData:
-    """New resident data with the model's visibilities subtracted (used by spectral line)."""
-    vis = data.vis.copy()
-    kw = grid.gridder_kwargs()
-    oc = data.out_channels(grid)
-    for o in np.unique(oc):
-        sel = oc == o
-        if np.any(model[o]):
-            vis[:, sel] -= predict(data.uvw, data.freq[sel], model[o], grid.cell, **kw).astype(vis.dtype)
-    return replace(data, vis=vis)
-
-
 def require_data(total_counts: np.ndarray, store: str) -> None:
     """Refuse to image when every sample is flagged."""
     if total_counts[1] <= 0:
