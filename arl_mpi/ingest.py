@@ -47,13 +47,17 @@ def detect_format(path: str | os.PathLike) -> str:
             return "store"
         if (p / "table.dat").exists():
             return "ms"
-        raise InputError(f"{p}: neither a visibility store (index.h5) nor a MeasurementSet (table.dat)")
+        raise InputError(
+            f"{p}: neither a visibility store (index.h5) nor a MeasurementSet (table.dat)"
+        )
     with open(p, "rb") as fh:
         head = fh.read(30)
     if head.startswith(b"SIMPLE  ="):
         return "uvfits"
     if head.startswith(b"\x89HDF"):
-        raise InputError(f"{p}: an HDF5 file, not a visibility store (a store is a directory holding index.h5)")
+        raise InputError(
+            f"{p}: an HDF5 file, not a visibility store (a store is a directory holding index.h5)"
+        )
     raise InputError(f"{p}: not a MeasurementSet, UVFITS file or visibility store")
 
 
@@ -64,8 +68,15 @@ def open_reader(path: str | os.PathLike, column: str = "DATA", field: int = 0, s
         from arl_mpi.io.uvfits import UVFitsReader
 
         if column != "DATA":
-            raise InputError(f"{path}: UVFITS has one data column; --column {column} applies to MeasurementSets")
-        return UVFitsReader(path)
+            raise InputError(
+                f"{path}: UVFITS has one data column; --column {column} applies to MeasurementSets"
+            )
+        if spw != 0:
+            raise InputError(
+                f"{path}: UVFITS IFs are ingested together (contiguous, increasing); --spw applies to "
+                "MeasurementSets"
+            )
+        return UVFitsReader(path, field=field)
     if fmt == "ms":
         from arl_mpi.io.ms import MSReader
 
@@ -80,12 +91,22 @@ def _write_one(reader, store: Path, pid: int, plan) -> object:
     return write_partition(store, vis, pid=pid, time_block=tb, freq_block=fb, chan_start=cs.start)
 
 
-def ingest(input_path: str | os.PathLike, store: str | os.PathLike, *, time_partitions: int = 4,
-           freq_partitions: int = 1, column: str = "DATA", field: int = 0, spw: int = 0) -> StoreIndex | None:
+def ingest(
+    input_path: str | os.PathLike,
+    store: str | os.PathLike,
+    *,
+    time_partitions: int = 4,
+    freq_partitions: int = 1,
+    column: str = "DATA",
+    field: int = 0,
+    spw: int = 0,
+) -> StoreIndex | None:
     """Ingest ``input_path`` into a new store (in parallel under MPI; returns the index on rank 0)."""
     reader = open_reader(input_path, column, field, spw)
     plan = plan_partitions(reader.times, reader.frequency.size, time_partitions, freq_partitions)
-    return write_store_parallel(store, len(plan), lambda pid: _write_one(reader, Path(store), pid, plan), reader.meta)
+    return write_store_parallel(
+        store, len(plan), lambda pid: _write_one(reader, Path(store), pid, plan), reader.meta
+    )
 
 
 def _fingerprint(path: Path) -> str:
@@ -97,7 +118,9 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256("\n".join(st_items).encode()).hexdigest()[:16]
 
 
-def ensure_store_from_input(path: str | os.PathLike, time_partitions: int = 4, freq_partitions: int = 1) -> str:
+def ensure_store_from_input(
+    path: str | os.PathLike, time_partitions: int = 4, freq_partitions: int = 1
+) -> str:
     """The store for ``--vis PATH``: PATH itself if it is a store, else an ingested copy.
 
     MS/UVFITS inputs are ingested once into ``PATH.arlstore`` beside the input (or into
@@ -120,11 +143,17 @@ def ensure_store_from_input(path: str | os.PathLike, time_partitions: int = 4, f
                 return str(target)
         except StoreError:
             pass
-        raise StoreError(f"{target}: exists but was not ingested from the current {p}; remove it to re-ingest")
+        raise StoreError(
+            f"{target}: exists but was not ingested from the current {p}; remove it to re-ingest"
+        )
     log.info("ingesting %s into %s", p, target)
     reader = open_reader(p)
-    plan = plan_partitions(reader.times, reader.frequency.size, min(time_partitions, np.unique(reader.times).size),
-                           freq_partitions)
+    plan = plan_partitions(
+        reader.times,
+        reader.frequency.size,
+        min(time_partitions, np.unique(reader.times).size),
+        freq_partitions,
+    )
     create_store(target)
     infos = [_write_one(reader, target, pid, plan) for pid in range(len(plan))]
     meta = reader.meta()
@@ -134,8 +163,11 @@ def ensure_store_from_input(path: str | os.PathLike, time_partitions: int = 4, f
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m arl_mpi.ingest", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m arl_mpi.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", help="MeasurementSet directory or UVFITS file (opened read-only)")
     p.add_argument("store", help="output store directory (must not exist)")
     p.add_argument("--time-partitions", type=int, default=4)
@@ -147,11 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rank, _ = mpi_rank_size()
     setup_logging(args.log_level, rank)
-    idx = ingest(args.input, args.store, time_partitions=args.time_partitions, freq_partitions=args.freq_partitions,
-                 column=args.column, field=args.field, spw=args.spw)
+    idx = ingest(
+        args.input,
+        args.store,
+        time_partitions=args.time_partitions,
+        freq_partitions=args.freq_partitions,
+        column=args.column,
+        field=args.field,
+        spw=args.spw,
+    )
     if idx is not None:
-        log.info("wrote %s: %d partitions, %d visibilities, %d channels, %s", idx.path, len(idx.partitions), idx.nvis,
-                 idx.meta.frequency.size, " ".join(idx.meta.polarisations))
+        log.info(
+            "wrote %s: %d partitions, %d visibilities, %d channels, %s",
+            idx.path,
+            len(idx.partitions),
+            idx.nvis,
+            idx.meta.frequency.size,
+            " ".join(idx.meta.polarisations),
+        )
     return 0
 
 

@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO))
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
     """Wall seconds and peak RSS (MiB, summed over the process tree via GNU time) of ``cmd``."""
     t0 = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        ["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-3000:]}")
@@ -44,15 +46,20 @@ def mad(x: np.ndarray) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", default="output/compare-wsclean")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--scale", default="60asec")
     p.add_argument("--niter", type=int, default=5000)
     p.add_argument("--ms", help="MeasurementSet to use (default: the MWA Fornax A snapshot)")
-    p.add_argument("--simulate", action="store_true",
-                   help="instead: simulate a large LOW-core observation (>= 10 M visibilities), export it as an MS "
-                        "for WSClean and image our store directly")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="instead: simulate a large LOW-core observation (>= 10 M visibilities), export it as an MS "
+        "for WSClean and image our store directly",
+    )
     p.add_argument("--sim-ntimes", type=int, default=64)
     p.add_argument("--sim-nchan", type=int, default=4)
     args = p.parse_args()
@@ -72,33 +79,115 @@ def main() -> None:
 
         store = out / "sim.store"
         if not (store / "index.h5").exists():
-            subprocess.run([sys.executable, "-m", "arl_mpi.simulate", str(store), "--time-partitions", "8",
-                            "--sim-ntimes", str(args.sim_ntimes), "--sim-nchan", str(args.sim_nchan), "--sim-rmax-m",
-                            "1000", "--processes", "2"], check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "arl_mpi.simulate",
+                    str(store),
+                    "--time-partitions",
+                    "8",
+                    "--sim-ntimes",
+                    str(args.sim_ntimes),
+                    "--sim-nchan",
+                    str(args.sim_nchan),
+                    "--sim-rmax-m",
+                    "1000",
+                    "--processes",
+                    "2",
+                ],
+                check=True,
+                env=dict(os.environ, PYTHONPATH=str(REPO)),
+            )
         if not ms.exists():
-            write_ms(open_store(store), ms, telescope="MWA")  # SKA-Low core site = MRO, known to CASA
+            write_ms(
+                open_store(store), ms, telescope="MWA"
+            )  # SKA-Low core site = MRO, known to CASA
         vis_arg = str(store)
         print(f"simulated {open_store(store).nvis / 1e6:.1f} M visibilities")
     elif not ms.exists():
-        shutil.copytree(Path(args.ms) if args.ms else testdata.fetch_pyuvdata_file(testdata.MWA_MS), ms)
-    common = dict(size=str(args.size), scale=args.scale, niter=str(args.niter), gain="0.1", mgain="0.8",
-                  auto="3")
+        shutil.copytree(
+            Path(args.ms) if args.ms else testdata.fetch_pyuvdata_file(testdata.MWA_MS), ms
+        )
+    common = dict(
+        size=str(args.size),
+        scale=args.scale,
+        niter=str(args.niter),
+        gain="0.1",
+        mgain="0.8",
+        auto="3",
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     py = sys.executable
     mpiexec = str(Path(py).with_name("mpiexec"))
-    ours_cmd = [mpiexec, "-n", "4", py, "-m", "arl_mpi.pipeline", "--vis", vis_arg, "--name", str(out / "ours"),
-                "--size", common["size"], common["size"], "--scale", common["scale"], "--weight", "natural",
-                "--niter", common["niter"], "--gain", common["gain"], "--mgain", common["mgain"], "--auto-threshold",
-                common["auto"], "--time-partitions", "1", "--freq-partitions", "2", "--no-dashboard", "--no-checkpoint",
-                "--no-png"]
+    ours_cmd = [
+        mpiexec,
+        "-n",
+        "4",
+        py,
+        "-m",
+        "arl_mpi.pipeline",
+        "--vis",
+        vis_arg,
+        "--name",
+        str(out / "ours"),
+        "--size",
+        common["size"],
+        common["size"],
+        "--scale",
+        common["scale"],
+        "--weight",
+        "natural",
+        "--niter",
+        common["niter"],
+        "--gain",
+        common["gain"],
+        "--mgain",
+        common["mgain"],
+        "--auto-threshold",
+        common["auto"],
+        "--time-partitions",
+        "1",
+        "--freq-partitions",
+        "2",
+        "--no-dashboard",
+        "--no-checkpoint",
+        "--no-png",
+    ]
     shutil.rmtree(Path(f"{ms}.arlstore"), ignore_errors=True)
     t_ours, mem_ours, _ = timed(ours_cmd, out, env)
     summary = json.loads((out / "ours-summary.json").read_text())
     bmaj, bmin, bpa = summary["beam_deg"]
-    ws_cmd = ["wsclean", "-size", common["size"], common["size"], "-scale", common["scale"], "-weight", "natural",
-              "-niter", common["niter"], "-gain", common["gain"], "-mgain", common["mgain"], "-auto-threshold",
-              common["auto"], "-pol", "I", "-use-wgridder", "-j", "2", "-beam-shape", f"{bmaj * 3600}asec",
-              f"{bmin * 3600}asec", f"{bpa}deg", "-name", str(out / "ws"), str(ms)]
+    ws_cmd = [
+        "wsclean",
+        "-size",
+        common["size"],
+        common["size"],
+        "-scale",
+        common["scale"],
+        "-weight",
+        "natural",
+        "-niter",
+        common["niter"],
+        "-gain",
+        common["gain"],
+        "-mgain",
+        common["mgain"],
+        "-auto-threshold",
+        common["auto"],
+        "-pol",
+        "I",
+        "-use-wgridder",
+        "-j",
+        "2",
+        "-beam-shape",
+        f"{bmaj * 3600}asec",
+        f"{bmin * 3600}asec",
+        f"{bpa}deg",
+        "-name",
+        str(out / "ws"),
+        str(ms),
+    ]
     t_ws, mem_ws, _ = timed(ws_cmd, out)
 
     def plane(path: Path) -> np.ndarray:
@@ -129,11 +218,23 @@ def main() -> None:
 
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.6))
     vmax = float(np.percentile(d_ws, 99.9))
-    for a, img, title in ((ax[0], d_ours, "arl_mpi dirty"), (ax[1], d_ws, "WSClean dirty"),
-                          (ax[2], d_ours - d_ws, "difference")):
-        lim = (-vmax * 0.05, vmax) if title != "difference" else (-np.abs(d_ours - d_ws).max(), np.abs(d_ours - d_ws).max())
-        im = a.imshow(img, origin="lower", cmap="inferno" if title != "difference" else "RdBu_r", vmin=lim[0],
-                      vmax=lim[1])
+    for a, img, title in (
+        (ax[0], d_ours, "arl_mpi dirty"),
+        (ax[1], d_ws, "WSClean dirty"),
+        (ax[2], d_ours - d_ws, "difference"),
+    ):
+        lim = (
+            (-vmax * 0.05, vmax)
+            if title != "difference"
+            else (-np.abs(d_ours - d_ws).max(), np.abs(d_ours - d_ws).max())
+        )
+        im = a.imshow(
+            img,
+            origin="lower",
+            cmap="inferno" if title != "difference" else "RdBu_r",
+            vmin=lim[0],
+            vmax=lim[1],
+        )
         a.set_title(title)
         fig.colorbar(im, ax=a, shrink=0.8)
     fig.savefig(out / "dirty-comparison.png", dpi=80, bbox_inches="tight")

@@ -44,7 +44,9 @@ def all_rows(store):
         return np.concatenate([getattr(v, f) for v in parts])
 
     order = np.lexsort((cat("antenna2"), cat("antenna1"), np.round(cat("time"), 1)))
-    return idx, {f: cat(f)[order] for f in ("time", "uvw", "vis", "weight", "flags", "antenna1", "antenna2")}
+    return idx, {
+        f: cat(f)[order] for f in ("time", "uvw", "vis", "weight", "flags", "antenna1", "antenna2")
+    }
 
 
 def test_vla_uvfits_ingest(tmp_path):
@@ -55,7 +57,9 @@ def test_vla_uvfits_ingest(tmp_path):
     assert idx.meta.polarisations == ["RR", "RL", "LR", "LL"]
     assert idx.meta.frequency.size == 64 and idx.nvis == hdr["GCOUNT"] * 64 * 4
     f0 = hdr["CRVAL4"] + (1 - hdr["CRPIX4"]) * hdr["CDELT4"]
-    assert idx.meta.frequency[0] == pytest.approx(f0) and np.allclose(np.diff(idx.meta.frequency), hdr["CDELT4"])
+    assert idx.meta.frequency[0] == pytest.approx(f0) and np.allclose(
+        np.diff(idx.meta.frequency), hdr["CDELT4"]
+    )
     axis = {hdr[f"CTYPE{i}"].strip(): i for i in range(2, hdr["NAXIS"] + 1)}
     pc = SkyCoord(ra=hdr[f"CRVAL{axis['RA']}"] * u.deg, dec=hdr[f"CRVAL{axis['DEC']}"] * u.deg)
     assert idx.meta.phase_centre.separation(pc).arcsec < 1e-6
@@ -87,8 +91,13 @@ def test_mwa_ms_ingest_and_image(tmp_path):
     assert idx.meta.configuration.nant == 128 and idx.meta.polarisations == ["XX", "XY", "YX", "YY"]
     assert idx.meta.frequency.size == 10 and len(idx.partitions) == 2
     v = [read_partition(idx, k) for k in range(2)]
-    vis, wt, fl = to_stokes(np.concatenate([p.vis for p in v], axis=1), np.concatenate([p.weight for p in v], axis=1),
-                            np.concatenate([p.flags for p in v], axis=1), v[0].polarisations, "I")
+    vis, wt, fl = to_stokes(
+        np.concatenate([p.vis for p in v], axis=1),
+        np.concatenate([p.weight for p in v], axis=1),
+        np.concatenate([p.flags for p in v], axis=1),
+        v[0].polarisations,
+        "I",
+    )
     cell = np.deg2rad(60 / 3600)
     img, _ = invert(v[0].uvw, idx.meta.frequency, vis, wt, fl, 512, 512, cell)
     # Fornax A (the field's target, at the phase centre) is the brightest thing in the image
@@ -96,8 +105,29 @@ def test_mwa_ms_ingest_and_image(tmp_path):
     assert np.hypot(x - 256, y - 256) * 60 < 1800, (x, y)
 
 
-def write_synthetic_uvfits(path, ra0, dec0, src_ra, src_dec, flux=1.0):
-    """A minimal AIPS-convention UVFITS of one point source (visibilities by exact DFT)."""
+ARRAY_CENTRE = np.array([-2.5e6, 5.1e6, -2.8e6])
+
+
+def rot_ecef(offsets, centre=ARRAY_CENTRE):
+    """ITRF offsets from the array centre -> AIPS Memo 117 frame (x through the array's meridian)."""
+    lon = np.arctan2(centre[1], centre[0])
+    c, s = np.cos(lon), np.sin(lon)
+    return np.stack(
+        [
+            c * offsets[:, 0] + s * offsets[:, 1],
+            -s * offsets[:, 0] + c * offsets[:, 1],
+            offsets[:, 2],
+        ],
+        1,
+    )
+
+
+def write_synthetic_uvfits(path, ra0, dec0, src_ra, src_dec, flux=1.0, two_sources=False):
+    """A minimal AIPS-convention UVFITS of one point source (visibilities by exact DFT).
+
+    With ``two_sources`` the rows alternate between source ids 1 and 2 (SOURCE random
+    parameter + AIPS SU table; source 2 is 1 deg north of the axes' position).
+    """
     rng = np.random.default_rng(0)
     nant, ntime, nchan = 12, 6, 4
     xyz = rng.normal(0, 800, (nant, 3))
@@ -121,22 +151,60 @@ def write_synthetic_uvfits(path, ra0, dec0, src_ra, src_dec, flux=1.0):
         data[:, 0, 0, 0, :, p, 2] = 1.0
     jd_frac = np.repeat(np.arange(ntime), nant * (nant - 1) // 2) * 60 / 86400
     # float32 parameters: the Julian date is split into two DATE parameters, which readers sum
-    pars = [uvw[:, 0] / C_LIGHT, uvw[:, 1] / C_LIGHT, uvw[:, 2] / C_LIGHT, np.full(nrow, 2460000.5), jd_frac,
-            256.0 * (np.tile(a1, ntime) + 1) + (np.tile(a2, ntime) + 1)]
-    gd = fits.GroupData(data, parnames=["UU", "VV", "WW", "DATE", "DATE", "BASELINE"], pardata=pars, bitpix=-32)
+    pars = [
+        uvw[:, 0] / C_LIGHT,
+        uvw[:, 1] / C_LIGHT,
+        uvw[:, 2] / C_LIGHT,
+        np.full(nrow, 2460000.5),
+        jd_frac,
+        256.0 * (np.tile(a1, ntime) + 1) + (np.tile(a2, ntime) + 1),
+    ]
+    parnames = ["UU", "VV", "WW", "DATE", "DATE", "BASELINE"]
+    if two_sources:
+        parnames.append("SOURCE")
+        pars.append(1.0 + (np.arange(nrow) % 2))
+    gd = fits.GroupData(data, parnames=parnames, pardata=pars, bitpix=-32)
     hdu = fits.GroupsHDU(gd)
     h = hdu.header
-    for i, (ct, crval, cdelt) in enumerate([("COMPLEX", 1, 1), ("STOKES", -5, -1), ("FREQ", freq[0], 1e6),
-                                            ("IF", 1, 1), ("RA", ra0, 1), ("DEC", dec0, 1)], start=2):
+    for i, (ct, crval, cdelt) in enumerate(
+        [
+            ("COMPLEX", 1, 1),
+            ("STOKES", -5, -1),
+            ("FREQ", freq[0], 1e6),
+            ("IF", 1, 1),
+            ("RA", ra0, 1),
+            ("DEC", dec0, 1),
+        ],
+        start=2,
+    ):
         h[f"CTYPE{i}"], h[f"CRVAL{i}"], h[f"CDELT{i}"], h[f"CRPIX{i}"] = ct, crval, cdelt, 1.0
     h["OBSRA"], h["OBSDEC"], h["TELESCOP"] = ra0, dec0, "SYNTH"
-    an = fits.BinTableHDU.from_columns([
-        fits.Column(name="ANNAME", format="8A", array=[f"A{i}" for i in range(nant)]),
-        fits.Column(name="STABXYZ", format="3D", array=xyz),
-        fits.Column(name="NOSTA", format="1J", array=np.arange(1, nant + 1)),
-    ], name="AIPS AN")
-    an.header["ARRAYX"], an.header["ARRAYY"], an.header["ARRAYZ"] = -2.5e6, 5.1e6, -2.8e6
-    fits.HDUList([hdu, an]).writeto(path)
+    an = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="ANNAME", format="8A", array=[f"A{i}" for i in range(nant)]),
+            fits.Column(name="STABXYZ", format="3D", array=rot_ecef(xyz)),
+            fits.Column(name="NOSTA", format="1J", array=np.arange(1, nant + 1)),
+        ],
+        name="AIPS AN",
+    )
+    an.header["ARRAYX"], an.header["ARRAYY"], an.header["ARRAYZ"] = ARRAY_CENTRE
+    an.header["FRAME"] = "ITRF"
+    hdus = [hdu, an]
+    if two_sources:
+        hdus.append(
+            fits.BinTableHDU.from_columns(
+                [
+                    fits.Column(name="ID. NO.", format="1J", array=[1, 2]),
+                    fits.Column(name="SOURCE", format="16A", array=["ONE", "TWO"]),
+                    fits.Column(name="RAEPO", format="1D", array=[ra0, ra0]),
+                    fits.Column(name="DECEPO", format="1D", array=[dec0, dec0 + 1.0]),
+                    fits.Column(name="EPOCH", format="1D", array=[2000.0, 2000.0]),
+                ],
+                name="AIPS SU",
+            )
+        )
+    fits.HDUList(hdus).writeto(path)
+    return xyz + ARRAY_CENTRE
 
 
 def test_synthetic_uvfits_source_lands_at_its_position(tmp_path):
@@ -144,11 +212,21 @@ def test_synthetic_uvfits_source_lands_at_its_position(tmp_path):
     ra0, dec0 = 60.0, -30.0
     src = SkyCoord(ra=ra0 * u.deg, dec=dec0 * u.deg).spherical_offsets_by(1.0 * u.deg, 0.5 * u.deg)
     path = tmp_path / "synth.uvfits"
-    write_synthetic_uvfits(path, ra0, dec0, src.ra.deg, src.dec.deg)
+    itrf = write_synthetic_uvfits(path, ra0, dec0, src.ra.deg, src.dec.deg)
     idx = ingest(path, tmp_path / "s.store", time_partitions=2)
+    # AN table: Memo-117 relative, rotated positions come back as ITRF
+    np.testing.assert_allclose(idx.meta.configuration.xyz, itrf, atol=1e-6)
+    assert (
+        idx.meta.phase_centre.separation(SkyCoord(ra=ra0 * u.deg, dec=dec0 * u.deg)).arcsec < 1e-6
+    )
     v = [read_partition(idx, k) for k in range(2)]
-    vis, wt, fl = to_stokes(np.concatenate([p.vis for p in v]), np.concatenate([p.weight for p in v]),
-                            np.concatenate([p.flags for p in v]), v[0].polarisations, "I")
+    vis, wt, fl = to_stokes(
+        np.concatenate([p.vis for p in v]),
+        np.concatenate([p.weight for p in v]),
+        np.concatenate([p.flags for p in v]),
+        v[0].polarisations,
+        "I",
+    )
     uvw = np.concatenate([p.uvw for p in v])
     cell = np.deg2rad(30 / 3600)
     img, _ = invert(uvw, idx.meta.frequency, vis, wt, fl, 512, 512, cell, double=True, epsilon=1e-7)
@@ -159,12 +237,30 @@ def test_synthetic_uvfits_source_lands_at_its_position(tmp_path):
     assert img.max() == pytest.approx(1.0, abs=0.05)
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing", "no such visibility store, MeasurementSet or UVFITS file"),
-    ("not-ms", "neither a visibility store"),
-    ("truncated", "truncated UVFITS file"),
-    ("column", "--column MODEL_DATA"),
-])
+def test_multi_source_uvfits_selects_field(tmp_path):
+    """SOURCE parameter + AIPS SU table: --field picks one source's rows and its position."""
+    path = tmp_path / "two.uvfits"
+    write_synthetic_uvfits(path, 60.0, -30.0, 60.5, -30.0, two_sources=True)
+    nrow = fits.getheader(path)["GCOUNT"]
+    a = ingest(path, tmp_path / "a.store", time_partitions=2, field=0)
+    b = ingest(path, tmp_path / "b.store", time_partitions=2, field=1)
+    assert a.nvis + b.nvis == nrow * 4 * 2 and a.nvis == b.nvis
+    assert a.meta.phase_centre.dec.deg == pytest.approx(
+        -30.0
+    ) and b.meta.phase_centre.dec.deg == pytest.approx(-29.0)
+    with pytest.raises(InputError, match="no field 2"):
+        ingest(path, tmp_path / "c.store", field=2)
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "no such visibility store, MeasurementSet or UVFITS file"),
+        ("not-ms", "neither a visibility store"),
+        ("truncated", "truncated UVFITS file"),
+        ("column", "--column MODEL_DATA"),
+    ],
+)
 def test_bad_inputs(tmp_path, env_cli, case, needle):
     target = tmp_path / "input"
     extra = []
@@ -178,8 +274,14 @@ def test_bad_inputs(tmp_path, env_cli, case, needle):
     elif case == "column":
         target = fetch(testdata.VLA_UVFITS)
         extra = ["--column", "MODEL_DATA"]
-    r = subprocess.run([PYTHON, "-m", "arl_mpi.ingest", str(target), str(tmp_path / "out.store"), *extra],
-                       capture_output=True, text=True, env=env_cli, cwd=REPO, timeout=120)
+    r = subprocess.run(
+        [PYTHON, "-m", "arl_mpi.ingest", str(target), str(tmp_path / "out.store"), *extra],
+        capture_output=True,
+        text=True,
+        env=env_cli,
+        cwd=REPO,
+        timeout=120,
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr, r.stderr
@@ -189,14 +291,42 @@ def test_bad_inputs(tmp_path, env_cli, case, needle):
 def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
     src = tmp_path / "vla.uvfits"
     shutil.copy(fetch(testdata.VLA_UVFITS), src)
-    args = [PYTHON, "-m", "arl_mpi.pipeline", "--vis", str(src), "--size", "128", "128", "--scale", "0.5asec",
-            "--workers", "1", "--no-dashboard", "--no-png", "--time-partitions", "2"]
-    r = subprocess.run([*args, "--name", str(tmp_path / "a")], capture_output=True, text=True, env=env_cli,
-                       cwd=tmp_path, timeout=300)
+    args = [
+        PYTHON,
+        "-m",
+        "arl_mpi.pipeline",
+        "--vis",
+        str(src),
+        "--size",
+        "128",
+        "128",
+        "--scale",
+        "0.5asec",
+        "--workers",
+        "1",
+        "--no-dashboard",
+        "--no-png",
+        "--time-partitions",
+        "2",
+    ]
+    r = subprocess.run(
+        [*args, "--name", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env=env_cli,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "vla.uvfits.arlstore" / "index.h5").exists() and "ingesting" in r.stderr
-    r = subprocess.run([*args, "--name", str(tmp_path / "b")], capture_output=True, text=True, env=env_cli,
-                       cwd=tmp_path, timeout=300)
+    r = subprocess.run(
+        [*args, "--name", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        env=env_cli,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0 and "reusing" in r.stderr
     a, b = fits.getdata(tmp_path / "a-dirty.fits"), fits.getdata(tmp_path / "b-dirty.fits")
     np.testing.assert_array_equal(a, b)

@@ -29,14 +29,18 @@ def _tables():
     try:
         import casacore.tables as tables
     except ImportError:
-        raise InputError("reading a MeasurementSet needs python-casacore: pip install 'arl_mpi[ms]'") from None
+        raise InputError(
+            "reading a MeasurementSet needs python-casacore: pip install 'arl_mpi[ms]'"
+        ) from None
     return tables
 
 
 class MSReader:
     """Open an MS read-only; select one field and one data description (spectral window)."""
 
-    def __init__(self, path: str | Path, column: str = "DATA", field: int = 0, spw: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, column: str = "DATA", field: int = 0, spw: int = 0
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such MeasurementSet")
@@ -49,9 +53,13 @@ class MSReader:
         try:
             self.main = tables.table(str(self.path), readonly=True, ack=False)
         except RuntimeError as e:
-            raise InputError(f"{self.path}: not a readable MeasurementSet ({str(e).splitlines()[0][:120]})") from None
+            raise InputError(
+                f"{self.path}: not a readable MeasurementSet ({str(e).splitlines()[0][:120]})"
+            ) from None
         if column not in self.main.colnames():
-            raise InputError(f"{self.path}: has no {column} column (has {', '.join(c for c in COLUMNS if c in self.main.colnames())})")
+            raise InputError(
+                f"{self.path}: has no {column} column (has {', '.join(c for c in COLUMNS if c in self.main.colnames())})"
+            )
         self.column = column
         self.field, self.spw = field, spw
         sub = self._sub
@@ -59,7 +67,9 @@ class MSReader:
         ddid_pol = sub("DATA_DESCRIPTION").getcol("POLARIZATION_ID")
         ddids = np.nonzero(ddid_spw == spw)[0]
         if ddids.size == 0:
-            raise InputError(f"{self.path}: no spectral window {spw} (has {sorted(set(ddid_spw.tolist()))})")
+            raise InputError(
+                f"{self.path}: no spectral window {spw} (has {sorted(set(ddid_spw.tolist()))})"
+            )
         self.ddid = int(ddids[0])
         nfield = sub("FIELD").nrows()
         if not 0 <= field < nfield:
@@ -82,12 +92,17 @@ class MSReader:
                 self.polarisations = list(frame)
         if self.pol_order is None:
             raise InputError(f"{self.path}: correlations {labels} form no known polarisation frame")
-        sel = self.main.query(f"FIELD_ID=={field} AND DATA_DESC_ID=={self.ddid}", sortlist="TIME,ANTENNA1,ANTENNA2",
-                              columns="ROWID() AS ROW")
+        sel = self.main.query(
+            f"FIELD_ID=={field} AND DATA_DESC_ID=={self.ddid}",
+            sortlist="TIME,ANTENNA1,ANTENNA2",
+            columns="ROWID() AS ROW",
+        )
         self.rows = np.asarray(sel.getcol("ROW"), dtype=np.int64)
         if self.rows.size == 0:
             raise InputError(f"{self.path}: no rows for field {field}, spectral window {spw}")
-        self.times = np.asarray(self.main.getcol("TIME"), dtype=np.float64)[self.rows]  # MJD seconds (UTC)
+        self.times = np.asarray(self.main.getcol("TIME"), dtype=np.float64)[
+            self.rows
+        ]  # MJD seconds (UTC)
 
     def _sub(self, name: str):
         p = self.path / name
@@ -96,8 +111,17 @@ class MSReader:
         return self.tables.table(str(p), readonly=True, ack=False)
 
     def phase_centre(self) -> SkyCoord:
-        """PHASE_DIR of the selected field (J2000 taken as ICRS)."""
-        d = np.asarray(self._sub("FIELD").getcell("PHASE_DIR", self.field)).reshape(-1, 2)[0]
+        """PHASE_DIR of the selected field (J2000 taken as ICRS: < 0.03 arcsec apart; B1950 converted)."""
+        ft = self._sub("FIELD")
+        d = np.asarray(ft.getcell("PHASE_DIR", self.field)).reshape(-1, 2)[0]
+        ref = str(ft.getcolkeyword("PHASE_DIR", "MEASINFO").get("Ref", "J2000")).upper()
+        if ref == "B1950":
+            c = SkyCoord(ra=d[0] * u.rad, dec=d[1] * u.rad, frame="fk4", equinox="B1950")
+            return SkyCoord(c.icrs.ra, c.icrs.dec, frame="icrs")
+        if ref not in ("J2000", "ICRS"):
+            raise InputError(
+                f"{self.path}: FIELD PHASE_DIR frame {ref} is not supported (J2000, ICRS, B1950)"
+            )
         return SkyCoord(ra=d[0] * u.rad, dec=d[1] * u.rad, frame="icrs")
 
     def configuration(self) -> Configuration:
@@ -115,10 +139,22 @@ class MSReader:
         """Observation-wide metadata for the store."""
         cfg = self.configuration()
         st = self.path.stat()
-        return StoreMeta(phase_centre=self.phase_centre(), frequency=self.frequency, channel_width=self.channel_width,
-                         polarisations=self.polarisations, configuration=cfg, telescope=cfg.name,
-                         provenance={"ingested_from": str(self.path.resolve()), "format": "MS", "column": self.column,
-                                     "field": self.field, "spw": self.spw, "mtime": st.st_mtime})
+        return StoreMeta(
+            phase_centre=self.phase_centre(),
+            frequency=self.frequency,
+            channel_width=self.channel_width,
+            polarisations=self.polarisations,
+            configuration=cfg,
+            telescope=cfg.name,
+            provenance={
+                "ingested_from": str(self.path.resolve()),
+                "format": "MS",
+                "column": self.column,
+                "field": self.field,
+                "spw": self.spw,
+                "mtime": st.st_mtime,
+            },
+        )
 
     def read(self, idx: np.ndarray, chans: slice) -> Visibility:
         """Selected rows (indices into this reader's row list) and a channel range."""
@@ -131,16 +167,29 @@ class MSReader:
         else:
             weight = np.broadcast_to(sub.getcol("WEIGHT")[:, None, :], data.shape)
         if self.chan_order is not None:
-            data, flags, weight = data[:, self.chan_order], flags[:, self.chan_order], weight[:, self.chan_order]
+            data, flags, weight = (
+                data[:, self.chan_order],
+                flags[:, self.chan_order],
+                weight[:, self.chan_order],
+            )
         take = (slice(None), chans, self.pol_order)
         vis = np.ascontiguousarray(data[take], dtype=np.complex64)
         flags = np.ascontiguousarray(flags[take]) | ~np.isfinite(vis)
         weight = np.where(flags, 0.0, weight[take]).astype(np.float32)
-        return Visibility(time=self.times[idx], uvw=sub.getcol("UVW"), antenna1=sub.getcol("ANTENNA1"),
-                          antenna2=sub.getcol("ANTENNA2"), vis=vis, weight=weight, flags=flags,
-                          frequency=self.frequency[chans], channel_width=self.channel_width[chans],
-                          polarisations=self.polarisations, phase_centre=self.phase_centre(),
-                          integration_time=sub.getcol("INTERVAL"))
+        return Visibility(
+            time=self.times[idx],
+            uvw=sub.getcol("UVW"),
+            antenna1=sub.getcol("ANTENNA1"),
+            antenna2=sub.getcol("ANTENNA2"),
+            vis=vis,
+            weight=weight,
+            flags=flags,
+            frequency=self.frequency[chans],
+            channel_width=self.channel_width[chans],
+            polarisations=self.polarisations,
+            phase_centre=self.phase_centre(),
+            integration_time=sub.getcol("INTERVAL"),
+        )
 
     def close(self) -> None:
         """Close the tables."""

@@ -39,11 +39,28 @@ def _wheel() -> Path:
     if found:
         return found[0]
     d.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                        "-d", str(d), PYUVDATA], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(d),
+            PYUVDATA,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     found = sorted(d.glob("pyuvdata-2.4.5-*.whl"))
     if r.returncode != 0 or not found:
-        raise InputError(f"could not download {PYUVDATA} for its test data: {r.stderr.strip()[-300:]}")
+        raise InputError(
+            f"could not download {PYUVDATA} for its test data: {r.stderr.strip()[-300:]}"
+        )
     return found[0]
 
 
@@ -60,7 +77,7 @@ def fetch_pyuvdata_file(name: str) -> Path:
         if not members:
             raise InputError(f"{PYUVDATA} has no data file {name}")
         for m in members:
-            rel = m[len("pyuvdata/data/"):]
+            rel = m[len("pyuvdata/data/") :]
             if m.endswith("/"):
                 continue
             dest = out / rel

@@ -26,14 +26,25 @@ from arl_mpi.models import POLARISATION_FRAMES, Configuration, Visibility
 log = logging.getLogger(__name__)
 
 C_LIGHT = 299792458.0
-_STOKES_CODES = {-1: "RR", -2: "LL", -3: "RL", -4: "LR", -5: "XX", -6: "YY", -7: "XY", -8: "YX", 1: "I"}
+_STOKES_CODES = {
+    -1: "RR",
+    -2: "LL",
+    -3: "RL",
+    -4: "LR",
+    -5: "XX",
+    -6: "YY",
+    -7: "XY",
+    -8: "YX",
+    1: "I",
+}
 
 
 class UVFitsReader:
     """Open a UVFITS file; read the metadata now and any rows/channels later."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, field: int = 0) -> None:
         self.path = Path(path)
+        self.field = field
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such UVFITS file")
         err = None
@@ -43,7 +54,9 @@ class UVFitsReader:
                 self.hdul = fits.open(self.path, mode="readonly", memmap=True)
                 g = self.hdul[0]
                 if not g.header.get("GROUPS"):
-                    raise InputError(f"{self.path}: not a UVFITS file (no random groups in the primary HDU)")
+                    raise InputError(
+                        f"{self.path}: not a UVFITS file (no random groups in the primary HDU)"
+                    )
                 self.header = g.header
                 self.data = g.data
                 _ = self.data.data.shape  # forces reading the structure: truncated files fail here
@@ -54,10 +67,39 @@ class UVFitsReader:
                 err = e
         for w in caught:
             if "truncated" in str(w.message):
-                raise InputError(f"{self.path}: truncated UVFITS file ({str(w.message).split(':')[-1].strip()})")
+                raise InputError(
+                    f"{self.path}: truncated UVFITS file ({str(w.message).split(':')[-1].strip()})"
+                )
         if err is not None:
-            raise InputError(f"{self.path}: not a readable UVFITS file ({str(err).splitlines()[0][:120]})")
+            raise InputError(
+                f"{self.path}: not a readable UVFITS file ({str(err).splitlines()[0][:120]})"
+            )
         self._axes()
+        self._select_source()
+
+    def _select_source(self) -> None:
+        """Rows of one source: multi-source files (SOURCE parameter + AIPS SU table) by ``field``."""
+        self.source = None
+        self.rows = np.arange(len(self.data))
+        names = [p.upper() for p in self.data.parnames]
+        if "SOURCE" not in names or "AIPS SU" not in self.hdul:
+            if self.field != 0:
+                raise InputError(
+                    f"{self.path}: single-source UVFITS has only field 0 (asked for {self.field})"
+                )
+            return
+        su = self.hdul["AIPS SU"].data
+        if not 0 <= self.field < len(su):
+            raise InputError(
+                f"{self.path}: no field {self.field} (AIPS SU table has 0-{len(su) - 1})"
+            )
+        self.source = su[self.field]
+        sid = int(self.source["ID. NO."])
+        src = np.round(self._par("SOURCE")).astype(np.int64)
+        self.rows = np.nonzero(src == sid)[0]
+        if self.rows.size == 0:
+            raise InputError(f"{self.path}: no rows for field {self.field} (source id {sid})")
+        self._times = self._times[self.rows]
 
     # -- metadata ----------------------------------------------------------------------------
     def _axes(self) -> None:
@@ -72,7 +114,9 @@ class UVFitsReader:
         if shape[-1] < 2:
             raise InputError(f"{self.path}: COMPLEX axis has {shape[-1]} elements")
         ia = ctypes["STOKES"]
-        codes = h[f"CRVAL{ia}"] + (np.arange(h[f"NAXIS{ia}"]) + 1 - h[f"CRPIX{ia}"]) * h[f"CDELT{ia}"]
+        codes = (
+            h[f"CRVAL{ia}"] + (np.arange(h[f"NAXIS{ia}"]) + 1 - h[f"CRPIX{ia}"]) * h[f"CDELT{ia}"]
+        )
         try:
             labels = [_STOKES_CODES[int(round(c))] for c in codes]
         except KeyError:
@@ -99,7 +143,9 @@ class UVFitsReader:
         self.frequency = (if_offsets[:, None] + base[None, :]).reshape(-1)
         self.channel_width = np.full(self.frequency.size, abs(float(h[f"CDELT{iff}"])))
         if np.any(np.diff(self.frequency) <= 0) and self.frequency.size > 1:
-            raise InputError(f"{self.path}: IFs/channels are not in increasing frequency; split them first")
+            raise InputError(
+                f"{self.path}: IFs/channels are not in increasing frequency; split them first"
+            )
 
     def _par(self, name: str) -> np.ndarray:
         return np.asarray(self.data.par(name), dtype=np.float64)
@@ -127,9 +173,14 @@ class UVFitsReader:
         nosta = self._an_numbers()
         lookup = {int(n): i for i, n in enumerate(nosta)}
         try:
-            return (np.array([lookup[int(a)] for a in a1], np.int32), np.array([lookup[int(a)] for a in a2], np.int32))
+            return (
+                np.array([lookup[int(a)] for a in a1], np.int32),
+                np.array([lookup[int(a)] for a in a2], np.int32),
+            )
         except KeyError as e:
-            raise InputError(f"{self.path}: row refers to antenna {e} not in the AN table") from None
+            raise InputError(
+                f"{self.path}: row refers to antenna {e} not in the AN table"
+            ) from None
 
     def _an_numbers(self) -> np.ndarray:
         return np.asarray(self.hdul["AIPS AN"].data["NOSTA"])
@@ -141,43 +192,101 @@ class UVFitsReader:
         an = self.hdul["AIPS AN"]
         hd = an.header
         xyz = np.asarray(an.data["STABXYZ"], dtype=np.float64)
-        centre = np.array([hd.get("ARRAYX", 0.0), hd.get("ARRAYY", 0.0), hd.get("ARRAYZ", 0.0)], dtype=np.float64)
-        if np.linalg.norm(centre) > 1e6:  # positions relative to the array centre (ITRF)
+        centre = np.array(
+            [hd.get("ARRAYX", 0.0), hd.get("ARRAYY", 0.0), hd.get("ARRAYZ", 0.0)], dtype=np.float64
+        )
+        frame = str(hd.get("FRAME", "ITRF")).strip().upper()
+        if frame not in ("ITRF", "????", ""):
+            raise InputError(f"{self.path}: antenna frame {frame!r} is not supported (ITRF only)")
+        absolute = np.median(np.linalg.norm(xyz, axis=1)) > 6.0e6  # already geocentric (CASA, VLA)
+        if not absolute:
+            if np.linalg.norm(centre) < 1e6:
+                raise InputError(
+                    f"{self.path}: antenna positions are relative but ARRAYX/Y/Z is not set"
+                )
+            # AIPS Memo 117: relative to the array centre, in ECEF rotated so that x passes
+            # through the array's meridian; rotate back by the centre's longitude
+            lon = np.arctan2(centre[1], centre[0])
+            c, s_ = np.cos(lon), np.sin(lon)
+            xyz = np.stack(
+                [c * xyz[:, 0] - s_ * xyz[:, 1], s_ * xyz[:, 0] + c * xyz[:, 1], xyz[:, 2]], axis=1
+            )
             xyz = xyz + centre
         names = [str(n).replace("\x00", "").strip() for n in an.data["ANNAME"]]
-        diam = np.asarray(an.data["DIAMETER"], dtype=float) if "DIAMETER" in an.columns.names else np.zeros(len(names))
+        diam = (
+            np.asarray(an.data["DIAMETER"], dtype=float)
+            if "DIAMETER" in an.columns.names
+            else np.zeros(len(names))
+        )
         diam = np.where(diam > 0, diam, 25.0)
-        ref = centre if np.linalg.norm(centre) > 1e6 else xyz.mean(axis=0)
+        ref = (
+            centre if np.linalg.norm(centre) > 1e6 else xyz.mean(axis=0)
+        )  # VLA/CASA write ARRAYX = 0
         loc = EarthLocation.from_geocentric(*ref, unit=u.m)
-        return Configuration(name=str(self.header.get("TELESCOP", "UNKNOWN")).strip(), names=names, xyz=xyz,
-                             diameter=diam, location=loc)
+        return Configuration(
+            name=str(self.header.get("TELESCOP", "UNKNOWN")).strip(),
+            names=names,
+            xyz=xyz,
+            diameter=diam,
+            location=loc,
+        )
 
     def phase_centre(self) -> SkyCoord:
-        """OBSRA/OBSDEC, else the RA/DEC axes' reference values (degrees, J2000/ICRS)."""
+        """The selected source's SU-table position, else the RA/DEC axes' CRVAL (degrees).
+
+        The frame comes from RADESYS (FK4 for B1950, else FK5/ICRS; J2000 is taken as ICRS,
+        a difference of < 0.03 arcsec). OBSRA/OBSDEC is the pointing centre, used only when
+        there are no RA/DEC axes.
+        """
         h = self.header
-        if "OBSRA" in h and "OBSDEC" in h:
-            ra, dec = float(h["OBSRA"]), float(h["OBSDEC"])
+        if self.source is not None:
+            ra, dec = float(self.source["RAEPO"]), float(self.source["DECEPO"])
+            epoch = float(self.source["EPOCH"]) if "EPOCH" in self.source.array.names else 2000.0
         else:
-            ira = self.ctypes.get("RA")
-            idec = self.ctypes.get("DEC")
-            if ira is None or idec is None:
-                raise InputError(f"{self.path}: no phase centre (OBSRA/OBSDEC or RA/DEC axes)")
-            ra, dec = float(h[f"CRVAL{ira}"]), float(h[f"CRVAL{idec}"])
+            ira, idec = self.ctypes.get("RA"), self.ctypes.get("DEC")
+            if ira is not None and idec is not None:
+                ra, dec = float(h[f"CRVAL{ira}"]), float(h[f"CRVAL{idec}"])
+            elif "OBSRA" in h and "OBSDEC" in h:
+                ra, dec = float(h["OBSRA"]), float(h["OBSDEC"])
+            else:
+                raise InputError(
+                    f"{self.path}: no phase centre (no RA/DEC axes, SU table or OBSRA/OBSDEC)"
+                )
+            epoch = float(h.get("EPOCH", h.get("EQUINOX", 2000.0)) or 2000.0)
+        radesys = str(h.get("RADESYS", "")).strip().upper()
+        if radesys == "FK4" or (not radesys and abs(epoch - 1950.0) < 1e-6):
+            c = SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="fk4", equinox="B1950")
+            return SkyCoord(c.icrs.ra, c.icrs.dec, frame="icrs")
         return SkyCoord(ra=ra * u.deg, dec=dec * u.deg, frame="icrs")
 
     def meta(self) -> StoreMeta:
         """Observation-wide metadata for the store."""
-        return StoreMeta(phase_centre=self.phase_centre(), frequency=self.frequency,
-                         channel_width=self.channel_width, polarisations=self.polarisations,
-                         configuration=self.configuration(), telescope=self.configuration().name,
-                         provenance={"ingested_from": str(self.path.resolve()), "format": "UVFITS",
-                                     "size": self.path.stat().st_size, "mtime": self.path.stat().st_mtime})
+        return StoreMeta(
+            phase_centre=self.phase_centre(),
+            frequency=self.frequency,
+            channel_width=self.channel_width,
+            polarisations=self.polarisations,
+            configuration=self.configuration(),
+            telescope=self.configuration().name,
+            provenance={
+                "ingested_from": str(self.path.resolve()),
+                "format": "UVFITS",
+                "size": self.path.stat().st_size,
+                "mtime": self.path.stat().st_mtime,
+            },
+        )
 
     # -- data ----------------------------------------------------------------------------------
-    def read(self, rows: np.ndarray, chans: slice) -> Visibility:
-        """Rows (indices) and a channel range as a Visibility (flags from weight <= 0)."""
-        rows = np.asarray(rows)
-        arr = np.asarray(self.data.data[rows], dtype=np.float32)  # [n, (dec, ra,) (if,) chan, pol, 3]
+    def read(self, idx: np.ndarray, chans: slice) -> Visibility:
+        """Rows (indices into this reader's selected rows) and a channel range (flags from weight <= 0).
+
+        Only those groups are read from the memory map.
+        """
+        idx = np.asarray(idx)
+        rows = self.rows[idx]
+        arr = np.asarray(
+            self.data.data[rows], dtype=np.float32
+        )  # [n, (dec, ra,) (if,) chan, pol, 3]
         arr = arr.reshape(arr.shape[0], -1, arr.shape[-2], arr.shape[-1])  # [n, if*chan, pol, 3]
         arr = arr[:, chans][:, :, self.pol_order]
         vis = (arr[..., 0] + 1j * arr[..., 1]).astype(np.complex64)
@@ -185,14 +294,27 @@ class UVFitsReader:
         flags = ~(weight > 0) | ~np.isfinite(vis)
         weight = np.where(flags, 0.0, weight).astype(np.float32)
         uvw = np.stack([self._par(n)[rows] for n in ("UU", "VV", "WW")], axis=1) * C_LIGHT
-        a1, a2 = self.antennas()
-        inttim = self._par("INTTIM")[rows] if "INTTIM" in self.data.parnames else np.zeros(rows.size)
-        return Visibility(time=self.times[rows], uvw=uvw, antenna1=a1[rows], antenna2=a2[rows], vis=vis,
-                          weight=weight, flags=flags, frequency=self.frequency[chans],
-                          channel_width=self.channel_width[chans], polarisations=self.polarisations,
-                          phase_centre=self.phase_centre(), integration_time=inttim)
+        if not hasattr(self, "_ants"):
+            self._ants = self.antennas()
+        a1, a2 = self._ants
+        inttim = (
+            self._par("INTTIM")[rows] if "INTTIM" in self.data.parnames else np.zeros(rows.size)
+        )
+        return Visibility(
+            time=self.times[idx],
+            uvw=uvw,
+            antenna1=a1[rows],
+            antenna2=a2[rows],
+            vis=vis,
+            weight=weight,
+            flags=flags,
+            frequency=self.frequency[chans],
+            channel_width=self.channel_width[chans],
+            polarisations=self.polarisations,
+            phase_centre=self.phase_centre(),
+            integration_time=inttim,
+        )
 
     def close(self) -> None:
         """Release the memory map."""
         self.hdul.close()
-
