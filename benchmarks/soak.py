@@ -29,7 +29,9 @@ def du(path: Path) -> int:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--work", default="output/soak")
     p.add_argument("--ntimes", type=int, default=192)
     p.add_argument("--nchan", type=int, default=8)
@@ -42,14 +44,59 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     store = work / "big.store"
     if not (store / "index.h5").exists():
-        subprocess.run([sys.executable, "-m", "arl_mpi.simulate", str(store), "--time-partitions",
-                        str(args.partitions), "--sim-ntimes", str(args.ntimes), "--sim-nchan", str(args.nchan),
-                        "--sim-rmax-m", "1000", "--processes", "2", "--log-level", "WARNING"], check=True, env=env)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "arl_mpi.simulate",
+                str(store),
+                "--time-partitions",
+                str(args.partitions),
+                "--sim-ntimes",
+                str(args.ntimes),
+                "--sim-nchan",
+                str(args.nchan),
+                "--sim-rmax-m",
+                "1000",
+                "--processes",
+                "2",
+                "--log-level",
+                "WARNING",
+            ],
+            check=True,
+            env=env,
+        )
     size = du(store)
-    cmd = [sys.executable, "-m", "arl_mpi.pipeline", "--vis", str(store), "--name", str(work / "soak"), "--stream",
-           "--workers", "2", "--threads-per-worker", "1", "--memory-limit", args.memory_limit, "--size", "512", "512",
-           "--scale", "40asec", "--niter", str(args.niter), "--mgain", "0.5", "--no-png", "--no-dashboard",
-           "--no-checkpoint", "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "arl_mpi.pipeline",
+        "--vis",
+        str(store),
+        "--name",
+        str(work / "soak"),
+        "--stream",
+        "--workers",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--memory-limit",
+        args.memory_limit,
+        "--size",
+        "512",
+        "512",
+        "--scale",
+        "40asec",
+        "--niter",
+        str(args.niter),
+        "--mgain",
+        "0.5",
+        "--no-png",
+        "--no-dashboard",
+        "--no-checkpoint",
+        "--log-level",
+        "WARNING",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=work)
     peaks: dict[int, int] = {}
@@ -74,10 +121,12 @@ def main() -> None:
     th.join()
     wall = time.perf_counter() - t0
     summary = json.loads((work / "soak-summary.json").read_text()) if rc == 0 else {}
-    print(f"exit {rc}; store {size / 2**20:.0f} MiB on disk "
-          f"({summary.get('visibilities', {}).get('samples', 0) / 1e6:.1f} M Stokes-I samples); "
-          f"2 workers x memory limit {args.memory_limit}; wall {wall:.0f} s; "
-          f"major cycles {len(summary.get('cycles', []))}")
+    print(
+        f"exit {rc}; store {size / 2**20:.0f} MiB on disk "
+        f"({summary.get('visibilities', {}).get('samples', 0) / 1e6:.1f} M Stokes-I samples); "
+        f"2 workers x memory limit {args.memory_limit}; wall {wall:.0f} s; "
+        f"major cycles {len(summary.get('cycles', []))}"
+    )
     for pid, rss in sorted(peaks.items(), key=lambda kv: -kv[1]):
         print(f"  worker process {pid}: peak RSS {rss / 2**20:.0f} MiB")
 

@@ -23,7 +23,9 @@ def pipeline(tmp: Path, args: list[str], env: dict, ranks: int = 0, timeout: flo
     cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
     if ranks:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout, **kw)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout, **kw
+    )
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -40,28 +42,53 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("rel")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([PYTHON, "-m", "arl_mpi.simulate", str(d / "obs.store"), "--time-partitions", "2"],
-                   check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run(
+        [PYTHON, "-m", "arl_mpi.simulate", str(d / "obs.store"), "--time-partitions", "2"],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     return d / "obs.store"
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, float, bytes]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime, p.read_bytes()) for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p): (p.stat().st_size, p.stat().st_mtime, p.read_bytes())
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.mpi
 def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
-    clean = ["--vis", str(store), *FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1",
-             "--nmiter", "30"]
+    clean = [
+        "--vis",
+        str(store),
+        *FAST,
+        "--niter",
+        "3000",
+        "--mgain",
+        "0.3",
+        "--auto-threshold",
+        "1",
+        "--nmiter",
+        "30",
+    ]
     before = snapshot(store)
     r = pipeline(tmp_path, ["--name", "ref", *clean], env_cli, ranks=4)
     assert r.returncode == 0, r.stderr[-2000:]
     ref_cycles = json.loads((tmp_path / "ref-summary.json").read_text())["cycles"]
     assert len(ref_cycles) >= 4
     # start the same run, kill the whole job once the first checkpoint exists
-    p = subprocess.Popen([MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--name", "run", *clean],
-                         env=env_cli, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        [MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--name", "run", *clean],
+        env=env_cli,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     ck = tmp_path / "run-checkpoint.h5"
     t_end = time.monotonic() + 120
     while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
@@ -112,7 +139,11 @@ def test_nan_and_negative_weights_flagged_and_counted(tmp_path, env_cli):
         v.weight[10:12, :, :] = -1.0
 
     s = small_store(tmp_path, "nan.store", corrupt)
-    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST, "--scale", "600asec"], env_cli)
+    r = pipeline(
+        tmp_path,
+        ["--vis", str(s), "--name", "x", "--workers", "1", *FAST, "--scale", "600asec"],
+        env_cli,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "x-summary.json").read_text())
     # 5 NaN + 3 Inf + 2 rows x 2 chans x 2 pols negative weights = 16 samples
@@ -123,25 +154,47 @@ def test_nan_and_negative_weights_flagged_and_counted(tmp_path, env_cli):
 
 def test_image_too_large_refused_before_start(tmp_path, env_cli):
     t0 = time.monotonic()
-    r = pipeline(tmp_path, ["--name", "x", "--size", "200000", "200000", "--scale", "1asec"], env_cli)
+    r = pipeline(
+        tmp_path, ["--name", "x", "--size", "200000", "200000", "--scale", "1asec"], env_cli
+    )
     one_line_error(r, "size: 200000x200000", "GiB")
     assert time.monotonic() - t0 < 30 and not list(tmp_path.glob("x-*"))
 
 
 def test_cell_not_sampling_longest_baseline_warns(tmp_path, store, env_cli):
-    r = pipeline(tmp_path, ["--vis", str(store), "--name", "x", "--workers", "1", "--size", "64", "64",
-                            "--scale", "1200asec", "--no-png", "--no-dashboard"], env_cli)
+    r = pipeline(
+        tmp_path,
+        [
+            "--vis",
+            str(store),
+            "--name",
+            "x",
+            "--workers",
+            "1",
+            "--size",
+            "64",
+            "64",
+            "--scale",
+            "1200asec",
+            "--no-png",
+            "--no-dashboard",
+        ],
+        env_cli,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "does not sample the longest baseline" in r.stderr
     assert json.loads((tmp_path / "x-summary.json").read_text())["warnings"]
 
 
-@pytest.mark.parametrize("content,needle", [
-    ('niter = "many"\n', "niter: invalid value"),
-    ("weight = \"briggs 7\"\n", "outside [-2, 2]"),
-    ("colour = 3\n", "unknown setting 'colour'"),
-    ("size = [100, \n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ('niter = "many"\n', "niter: invalid value"),
+        ('weight = "briggs 7"\n', "outside [-2, 2]"),
+        ("colour = 3\n", "unknown setting 'colour'"),
+        ("size = [100, \n", "not valid TOML"),
+    ],
+)
 def test_bad_config_file(tmp_path, env_cli, content, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(content)
@@ -178,8 +231,11 @@ def test_not_a_store(tmp_path, env_cli, what):
         with h5py.File(target / "index.h5", "w") as f:
             f["x"] = 1
     r = pipeline(tmp_path, ["--vis", str(target), "--name", "x", "--workers", "1", *FAST], env_cli)
-    msg = {"missing": "no such visibility store", "text": "not a MeasurementSet, UVFITS file or visibility store",
-           "hdf5-not-store": "missing attribute 'format'"}[what]
+    msg = {
+        "missing": "no such visibility store",
+        "text": "not a MeasurementSet, UVFITS file or visibility store",
+        "hdf5-not-store": "missing attribute 'format'",
+    }[what]
     one_line_error(r, str(target), msg)
     assert not list(tmp_path.glob("x-*.fits"))
 
@@ -215,15 +271,35 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     """Local cluster: a killed worker is replaced and the run completes with the same images.
     Under mpiexec (MPICH kills the job when a rank dies): every rank ends promptly, non-zero,
     and the checkpoint lets --resume finish the run."""
-    args = ["--vis", str(store), *FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1",
-            "--nmiter", "30", "--name", "run"]
+    args = [
+        "--vis",
+        str(store),
+        *FAST,
+        "--niter",
+        "3000",
+        "--mgain",
+        "0.3",
+        "--auto-threshold",
+        "1",
+        "--nmiter",
+        "30",
+        "--name",
+        "run",
+    ]
     cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
     if mode == "local":
         cmd += ["--workers", "2"]
     else:
         cmd = [MPIEXEC, "-n", "4", *cmd]
-    p = subprocess.Popen(cmd, env=env_cli, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(
+        cmd,
+        env=env_cli,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     ck = tmp_path / "run-checkpoint.h5"
     t_end = time.monotonic() + 120
     while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
@@ -251,3 +327,189 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     a = fits.getdata(tmp_path / "ref-image.fits").astype(float)
     b = fits.getdata(tmp_path / "run-image.fits").astype(float)
     assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
+
+
+# --- no data loss: read-only inputs, SIGKILL in the middle of writing -------------------------
+
+
+def test_readonly_store_is_only_read(tmp_path, store, env_cli):
+    """The whole store made read-only (chmod -R a-w) images as usual; as root ignores the
+    permission bits, also check that no byte, size, mtime or file of the store changed."""
+    before = snapshot(store)
+    dirs_before = {str(d): d.stat().st_mtime for d in [store, *store.rglob("*")] if d.is_dir()}
+    subprocess.run(["chmod", "-R", "a-w", str(store)], check=True)
+    try:
+        r = pipeline(
+            tmp_path,
+            ["--vis", str(store), "--name", "ro", "--workers", "1", *FAST, "--niter", "100"],
+            env_cli,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert (tmp_path / "ro-image.fits").is_file()
+    finally:
+        for d in dirs_before:  # directories back to u+w so tmp_path can be cleaned up
+            os.chmod(d, 0o755)
+    assert snapshot(store) == before
+    assert {
+        str(d): d.stat().st_mtime for d in [store, *store.rglob("*")] if d.is_dir()
+    } == dirs_before
+
+
+TEMP_NAME = r"^\.{name}\.tmp-\d+-[0-9a-f]{{8}}$"
+
+
+def test_sigkill_mid_fits_write_leaves_no_partial_file(tmp_path, env_cli):
+    """A writer killed while a 256 MiB FITS image is being written leaves no file under the
+    final name, only a dot-temporary ``.NAME.tmp-PID-RAND`` (which nothing reads)."""
+    import re
+
+    script = tmp_path / "writer.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        "from astropy.io import fits\n"
+        "from arl_mpi.io.atomic import atomic_path\n"
+        "data = np.ones((1, 1, 8192, 8192), np.float32)\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    fits.PrimaryHDU(data=data).writeto(tmp)\n"
+    )
+    final = tmp_path / "big-image.fits"
+    p = subprocess.Popen([PYTHON, str(script), str(final)], env=env_cli, cwd=tmp_path)
+    pattern = re.compile(TEMP_NAME.format(name=re.escape(final.name)))
+    t_end = time.monotonic() + 60
+    seen = []
+    while time.monotonic() < t_end and p.poll() is None:
+        seen = [f for f in tmp_path.iterdir() if pattern.match(f.name) and f.stat().st_size > 0]
+        if seen:
+            break
+        time.sleep(0.002)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    if not seen:
+        pytest.skip("the writer finished before it could be caught mid-write")
+    assert not final.exists(), "a partial file under the final name"
+    assert all(pattern.match(f.name) for f in tmp_path.iterdir() if f.name.startswith("."))
+
+
+def test_sigkill_mid_store_write_leaves_unusable_store_refused(tmp_path, env_cli):
+    """``arl_mpi.simulate`` killed after its first partition: every final-named partition is
+    complete (checksum), there is no index.h5, and the pipeline refuses the store in one line."""
+    import re
+
+    import h5py
+
+    s = tmp_path / "killed.store"
+    p = subprocess.Popen(
+        [PYTHON, "-m", "arl_mpi.simulate", str(s), "--time-partitions", "16", "--sim-ntimes", "64"],
+        env=env_cli,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    t_end = time.monotonic() + 120
+    while time.monotonic() < t_end and p.poll() is None:
+        if list((s / "partitions").glob("t*.h5")):
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert not (s / "index.h5").exists(), "the writer finished before it was killed"
+    parts = list((s / "partitions").iterdir())
+    for f in parts:
+        if f.name.startswith("."):
+            assert re.match(r"^\.t\d{4}-f\d{4}\.h5\.tmp-\d+-[0-9a-f]{8}$", f.name), f.name
+        else:
+            with h5py.File(f, "r") as h:  # complete: every dataset reads (fletcher32 checked)
+                for k in h:
+                    if isinstance(h[k], h5py.Dataset):
+                        h[k][()]
+    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    one_line_error(r, str(s), "unfinished visibility store (no index.h5)")
+    assert not list(tmp_path.glob("x-*"))
+
+
+# --- bad stores reaching the pipeline ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("garbage-index", "index.h5: not an HDF5 file"),
+        ("schema", "unsupported store schema version 99"),
+        ("checksum", "checksum mismatch"),
+    ],
+)
+def test_corrupt_store_refused_by_pipeline(tmp_path, env_cli, case, needle):
+    import h5py
+
+    s = small_store(tmp_path, "bad.store", lambda v: None)
+    index = s / "index.h5"
+    index.chmod(0o644)
+    if case == "garbage-index":
+        index.write_bytes(b"\x00garbage" * 100)
+    elif case == "schema":
+        with h5py.File(index, "r+") as f:
+            f.attrs["schema_version"] = 99
+    else:
+        part = next((s / "partitions").glob("t*.h5"))
+        part.chmod(0o644)
+        raw = bytearray(part.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        part.write_bytes(bytes(raw))
+    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    one_line_error(r, str(s), needle)
+    assert not list(tmp_path.glob("x-*.fits"))
+
+
+# --- worker loss with the launcher's "keep going" option ---------------------------------------
+
+
+@pytest.mark.mpi
+def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store, env_cli):
+    """MPICH hydra's ``-disable-auto-cleanup`` (pip mpich 5.0.2 here) does not keep a job alive
+    when a rank is killed by a signal: the job still ends promptly, non-zero, and the checkpoint
+    is usable. (A rank that *exits* is survived, but then MPI_Finalize of the others waits for
+    it forever; see docs/reliability.md.)"""
+    import h5py
+
+    args = [
+        "--vis",
+        str(store),
+        *FAST,
+        "--niter",
+        "3000",
+        "--mgain",
+        "0.3",
+        "--auto-threshold",
+        "1",
+        "--nmiter",
+        "30",
+        "--name",
+        "run",
+    ]
+    p = subprocess.Popen(
+        [MPIEXEC, "-disable-auto-cleanup", "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", *args],
+        env=env_cli,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    ck = tmp_path / "run-checkpoint.h5"
+    t_end = time.monotonic() + 120
+    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.05)
+    victims = _rank_pids(2)
+    assert victims, "no worker rank found"
+    t_kill = time.monotonic()
+    os.kill(victims[0], signal.SIGKILL)
+    try:
+        p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    ended = time.monotonic() - t_kill
+    assert p.returncode != 0 and ended < 60, (p.returncode, ended)
+    assert not (tmp_path / "run-image.fits").exists()
+    with h5py.File(ck, "r") as f:
+        assert f.attrs["cycle"] >= 1

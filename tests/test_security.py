@@ -56,8 +56,10 @@ def attempt_connections(address: str) -> list[str]:
 
     host_port = address.split("://", 1)[1]
     outcomes = []
-    for label, addr, sec in (("tcp", f"tcp://{host_port}", None),
-                             ("tls-foreign-cert", f"tls://{host_port}", Security.temporary())):
+    for label, addr, sec in (
+        ("tcp", f"tcp://{host_port}", None),
+        ("tls-foreign-cert", f"tls://{host_port}", Security.temporary()),
+    ):
         try:
             c = Client(addr, security=sec, timeout=4)
         except Exception as e:  # noqa: BLE001 - any failure to connect is the expected outcome
@@ -91,7 +93,9 @@ def test_cluster_refuses_clients_without_job_credentials(tmp_path, env_cli, mode
     cmd = [PYTHON, str(script), str(tmp_path)]
     if mode == "mpi":
         cmd = [MPIEXEC, "-n", "3", *cmd]
-    p = subprocess.Popen(cmd, env=env_cli, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        cmd, env=env_cli, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         addr_file = tmp_path / "addr.json"
         t_end = time.monotonic() + 120

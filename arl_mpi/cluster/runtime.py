@@ -34,7 +34,15 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "ARL_DASK_SCHEDULER"
 SCHEDULER_FILE_ENV = "ARL_DASK_SCHEDULER_FILE"
-_TLS_KEYS = ("ca-file", "scheduler.cert", "scheduler.key", "worker.cert", "worker.key", "client.cert", "client.key")
+_TLS_KEYS = (
+    "ca-file",
+    "scheduler.cert",
+    "scheduler.key",
+    "worker.cert",
+    "worker.key",
+    "client.cert",
+    "client.key",
+)
 
 
 @dataclass
@@ -88,8 +96,13 @@ def cores_per_rank() -> int:
 
 def pin_numeric_threads(n: int) -> None:
     """Limit BLAS/OpenMP threads of numeric libraries to ``n`` (set before heavy imports)."""
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-              "DUCC0_NUM_THREADS"):
+    for k in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+        "DUCC0_NUM_THREADS",
+    ):
         os.environ[k] = str(n)
 
 
@@ -100,12 +113,17 @@ def make_tls_config() -> dict[str, str]:
     try:
         sec = Security.temporary()
     except ImportError as e:  # pragma: no cover - cryptography is a dependency
-        raise ClusterError(f"TLS needs the 'cryptography' package ({e}); or pass --no-tls") from None
+        raise ClusterError(
+            f"TLS needs the 'cryptography' package ({e}); or pass --no-tls"
+        ) from None
     return {
         "ca-file": sec.tls_ca_file,
-        "scheduler.cert": sec.tls_scheduler_cert, "scheduler.key": sec.tls_scheduler_key,
-        "worker.cert": sec.tls_worker_cert, "worker.key": sec.tls_worker_key,
-        "client.cert": sec.tls_client_cert, "client.key": sec.tls_client_key,
+        "scheduler.cert": sec.tls_scheduler_cert,
+        "scheduler.key": sec.tls_scheduler_key,
+        "worker.cert": sec.tls_worker_cert,
+        "worker.key": sec.tls_worker_key,
+        "client.cert": sec.tls_client_cert,
+        "client.key": sec.tls_client_key,
     }
 
 
@@ -127,25 +145,35 @@ def current_security():
 def configure_dask(settings: ClusterSettings) -> None:
     """Process-wide Dask settings: scratch directory, quiet shutdown, no work stealing of
     partition-resident tasks (their data already sit on one worker)."""
-    dask.config.set({
-        "temporary-directory": scratch_directory(settings),
-        "distributed.scheduler.work-stealing": False,
-        "distributed.worker.daemon": False,
-        "distributed.admin.tick.limit": "30s",
-        "distributed.comm.timeouts.connect": f"{int(settings.timeout)}s",
-    })
+    dask.config.set(
+        {
+            "temporary-directory": scratch_directory(settings),
+            "distributed.scheduler.work-stealing": False,
+            "distributed.worker.daemon": False,
+            "distributed.admin.tick.limit": "30s",
+            "distributed.comm.timeouts.connect": f"{int(settings.timeout)}s",
+        }
+    )
     quiet_shutdown_noise()
 
 
 class _ShutdownNoiseFilter(logging.Filter):
     """Drop the CommClosedError/StreamClosedError tracebacks Dask logs while a cluster closes."""
 
-    NOISE = ("CommClosedError", "StreamClosedError", "Stream is closed", "Connection refused",
-             "Failed to reconnect", "Timed out trying to connect", "Closing Nanny", "Connection to scheduler broken",
-             "caused the cluster to lose",
-             # a task's exception reaches the driver, which reports it once (with a traceback
-             # in the log when it is a bug): the worker's copy is noise
-             "Compute Failed")
+    NOISE = (
+        "CommClosedError",
+        "StreamClosedError",
+        "Stream is closed",
+        "Connection refused",
+        "Failed to reconnect",
+        "Timed out trying to connect",
+        "Closing Nanny",
+        "Connection to scheduler broken",
+        "caused the cluster to lose",
+        # a task's exception reaches the driver, which reports it once (with a traceback
+        # in the log when it is a bug): the worker's copy is noise
+        "Compute Failed",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[0] is not None:
@@ -159,14 +187,41 @@ class _ShutdownNoiseFilter(logging.Filter):
 def quiet_shutdown_noise() -> None:
     """Keep Dask's own chatter to warnings and drop shutdown noise (all ranks)."""
     f = _ShutdownNoiseFilter()
-    for name in ("distributed", "distributed.core", "distributed.worker", "distributed.scheduler",
-                 "distributed.comm", "distributed.comm.tcp", "distributed.batched", "distributed.nanny",
-                 "distributed.client", "distributed.utils_perf", "distributed.http.proxy", "tornado.application"):
+    for name in (
+        "distributed",
+        "distributed.core",
+        "distributed.worker",
+        "distributed.scheduler",
+        "distributed.comm",
+        "distributed.comm.tcp",
+        "distributed.batched",
+        "distributed.nanny",
+        "distributed.client",
+        "distributed.utils_perf",
+        "distributed.http.proxy",
+        "tornado.application",
+    ):
         lg = logging.getLogger(name)
         lg.setLevel(logging.WARNING)
         lg.addFilter(f)
     for h in logging.getLogger().handlers:
         h.addFilter(f)
+
+
+def quiet_workers(client) -> None:
+    """Install the same log filter in worker processes this process did not configure itself
+    (a LocalCluster's nanny-spawned workers, and their replacements after a restart), so a
+    task's failure reaches the user once, as the driver's one-line error, not as a worker traceback."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class QuietLogs(WorkerPlugin):
+        name = "arl-mpi-quiet-logs"
+
+        def setup(self, worker) -> None:
+            quiet_shutdown_noise()
+
+    with contextlib.suppress(Exception):
+        client.register_plugin(QuietLogs())
 
 
 def dashboard_message(client) -> str:
@@ -181,9 +236,11 @@ def dashboard_message(client) -> str:
     host = str(client.scheduler.address).split("://")[-1].rsplit(":", 1)[0]
     with contextlib.suppress(OSError):
         host = socket.gethostbyaddr(host)[0]
-    return (f"dashboard: http://localhost:{port}/status on {host} (bound to localhost; from your laptop: "
-            f"ssh -N -L 8787:localhost:{port} [-J you@login-node] you@{host}, then open "
-            "http://localhost:8787/status)")
+    return (
+        f"dashboard: http://localhost:{port}/status on {host} (bound to localhost; from your laptop: "
+        f"ssh -N -L 8787:localhost:{port} [-J you@login-node] you@{host}, then open "
+        "http://localhost:8787/status)"
+    )
 
 
 def detect_mode() -> str:
@@ -228,11 +285,17 @@ def connect_external(settings: ClusterSettings):
     try:
         client = Client(**kwargs, timeout=settings.timeout, security=current_security())
     except (OSError, TimeoutError) as e:
-        raise ClusterError(f"{SCHEDULER_ENV}={target}: cannot reach the Dask scheduler within "
-                           f"{settings.timeout:.0f} s ({type(e).__name__})") from None
+        raise ClusterError(
+            f"{SCHEDULER_ENV}={target}: cannot reach the Dask scheduler within "
+            f"{settings.timeout:.0f} s ({type(e).__name__})"
+        ) from None
     nworkers = len(client.scheduler_info()["workers"])
-    log.info("connected to external scheduler %s with %d workers; %s", client.scheduler.address, nworkers,
-             dashboard_message(client))
+    log.info(
+        "connected to external scheduler %s with %d workers; %s",
+        client.scheduler.address,
+        nworkers,
+        dashboard_message(client),
+    )
     try:
         if nworkers == 0:
             client.wait_for_workers(1, timeout=settings.timeout)
@@ -253,12 +316,21 @@ def local_client(settings: ClusterSettings):
     if settings.tls:
         apply_tls_config(make_tls_config())
         kwargs = {"security": current_security(), "protocol": "tls://"}
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                           memory_limit=settings.memory_limit, host="127.0.0.1",
-                           dashboard_address=settings.dashboard_address if settings.dashboard else None,
-                           local_directory=scratch_directory(settings), **kwargs)
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=settings.memory_limit,
+        host="127.0.0.1",
+        dashboard_address=settings.dashboard_address if settings.dashboard else None,
+        local_directory=scratch_directory(settings),
+        **kwargs,
+    )
     client = Client(cluster, security=kwargs.get("security"))
-    log.info("local cluster: %d workers x %d threads; %s", n_workers, threads, dashboard_message(client))
+    quiet_workers(client)
+    log.info(
+        "local cluster: %d workers x %d threads; %s", n_workers, threads, dashboard_message(client)
+    )
     try:
         yield client
     finally:
@@ -278,7 +350,8 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
         raise ClusterError(
             f"{size} MPI rank(s) is too few: arl_mpi needs at least 3 — rank 0 runs the Dask scheduler, "
             "rank 1 the driver (major/minor cycles), ranks 2+ the workers. Use e.g. mpiexec -n 4, "
-            "or run without mpiexec for a local cluster.")
+            "or run without mpiexec for a local cluster."
+        )
     configure_dask(settings)
     threads = settings.threads_per_worker or cores_per_rank()
     pin_numeric_threads(threads)
@@ -287,10 +360,16 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
         tls = comm.bcast(make_tls_config() if rank == 0 else None, root=0)
         apply_tls_config(tls)
     is_driver = initialize(
-        interface=settings.interface, nthreads=threads, local_directory=scratch_directory(settings),
-        memory_limit=settings.memory_limit, dashboard=settings.dashboard,
-        dashboard_address=settings.dashboard_address, protocol="tls" if tls else None,
-        worker_options={"death_timeout": settings.timeout}, comm=comm, exit=False,
+        interface=settings.interface,
+        nthreads=threads,
+        local_directory=scratch_directory(settings),
+        memory_limit=settings.memory_limit,
+        dashboard=settings.dashboard,
+        dashboard_address=settings.dashboard_address,
+        protocol="tls" if tls else None,
+        worker_options={"death_timeout": settings.timeout},
+        comm=comm,
+        exit=False,
     )
     if not is_driver:
         # Scheduler (rank 0) or worker (2+): its event loop has ended. Exit as the driver did.
@@ -303,9 +382,15 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
 
         client = Client(timeout=settings.timeout, security=current_security())
         client.wait_for_workers(size - 2, timeout=settings.timeout)
-        log.info("MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "
-                 "x %d threads; %s", client.scheduler.address, size - 2, size - 1, threads,
-                 dashboard_message(client))
+        log.info(
+            "MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "
+            "x %d threads; %s",
+            client.scheduler.address,
+            size - 2,
+            size - 1,
+            threads,
+            dashboard_message(client),
+        )
         status = int(job(client) or 0)
     except BaseException as e:  # noqa: BLE001 - every failure must end every rank
         error = e
