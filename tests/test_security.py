@@ -42,7 +42,7 @@ JOB = textwrap.dedent("""
     def main(argv):
         setup_logging("INFO")
         return run_with_client(job, ClusterSettings(n_workers=1, local_directory=str(Path(sys.argv[1]) / "scratch"),
-                                                    dashboard_address="127.0.0.1:0"))
+                                                    dashboard_address=sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:0"))
 
     if __name__ == "__main__":
         sys.exit(run_cli(main))
@@ -125,3 +125,95 @@ def test_cluster_refuses_clients_without_job_credentials(tmp_path, env_cli, mode
     for f in Path(tmp_path).rglob("*"):
         if f.is_file() and f.stat().st_size < 10_000_000:
             assert b"PRIVATE KEY" not in f.read_bytes(), f
+
+
+def test_dashboard_on_all_interfaces_only_when_asked(tmp_path, env_cli):
+    """``--dashboard-address 0.0.0.0:PORT`` (here ClusterSettings.dashboard_address) is the
+    explicit way to expose the dashboard: then the machine's other address answers too."""
+    ip = non_loopback_ip()
+    if not ip:
+        pytest.skip("no non-loopback IPv4 address")
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    p = subprocess.Popen(
+        [PYTHON, str(script), str(tmp_path), "0.0.0.0:0"],
+        env=env_cli,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        addr_file = tmp_path / "addr.json"
+        t_end = time.monotonic() + 120
+        while not addr_file.exists() and time.monotonic() < t_end and p.poll() is None:
+            time.sleep(0.1)
+        port = json.loads(addr_file.read_text())["dashboard"]
+        with socket.create_connection((ip, port), timeout=3):
+            pass
+    finally:
+        (tmp_path / "done").write_text("")
+        out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+
+
+@pytest.mark.mpi
+def test_pipeline_under_mpiexec_refuses_intruders_and_leaks_no_secrets(tmp_path, env_cli):
+    """The real pipeline under mpiexec (TLS by default): take the scheduler address from the
+    driver's log line while the job runs, attack it without the job's credentials, then check
+    the run still succeeds, the dashboard is loopback-only, and no key material is in stderr,
+    stdout, the summary JSON, or any file of the run directory or scratch."""
+    import re
+    import threading
+
+    scratch = tmp_path / "scratch"
+    env = dict(env_cli, ARL_SCRATCH=str(scratch))
+    cmd = [
+        MPIEXEC, "-n", "3", PYTHON, "-m", "arl_mpi.pipeline", "--name", "sec",
+        "--size", "256", "256", "--scale", "60asec", "--niter", "3000", "--mgain", "0.3",
+        "--auto-threshold", "1", "--nmiter", "30", "--no-png", "--dashboard-address", "127.0.0.1:0",
+    ]  # fmt: skip
+    p = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    err_lines: list[str] = []
+    up = threading.Event()
+
+    def read_stderr() -> None:
+        for line in p.stderr:
+            err_lines.append(line)
+            if "MPI cluster up" in line:
+                up.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert up.wait(180), "".join(err_lines)[-3000:]
+        line = next(ln for ln in err_lines if "MPI cluster up" in ln)
+        address = re.search(r"scheduler on rank 0 \((tls://[^)]+)\)", line).group(1)
+        port = int(re.search(r"dashboard: http://localhost:(\d+)/status", line).group(1))
+        outcomes = attempt_connections(address)
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass
+        ip = non_loopback_ip()
+        if ip:
+            with pytest.raises(OSError):
+                socket.create_connection((ip, port), timeout=3).close()
+        still_running = p.poll() is None
+        out = p.stdout.read()
+        p.wait(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    reader.join(timeout=10)
+    err = "".join(err_lines)
+    assert p.returncode == 0, err[-3000:]
+    assert still_running, "the job ended before the attack was over: the test proved nothing"
+    assert len(outcomes) == 2 and all("refused" in o for o in outcomes), outcomes
+    summary = (tmp_path / "sec-summary.json").read_text()
+    for text in (out, err, summary):
+        assert "BEGIN" not in text and "PRIVATE KEY" not in text
+    for f in [*tmp_path.rglob("*"), *scratch.rglob("*")]:
+        if f.is_file() and f.stat().st_size < 50_000_000:
+            data = f.read_bytes()
+            assert b"PRIVATE KEY" not in data and b"BEGIN CERTIFICATE" not in data, f
