@@ -5,7 +5,10 @@ continuum pipeline on a local cluster of 2 workers, each with a memory limit wel
 half the store, and samples every worker process's resident memory every 0.2 s.
 Prints the store size, the limits, the peak RSS of each worker, and the wall time.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/soak.py [--ntimes 192] [--memory-limit 350MB]
+    PYTHONPATH=. .venv/bin/python benchmarks/soak.py [--ntimes 192] [--memory-limit 350MB] [--no-stream]
+
+``--no-stream`` runs the default (partitions resident on the workers) mode on the same store,
+to show what happens without streaming when the store does not fit (``--timeout`` bounds it).
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=24)
     p.add_argument("--memory-limit", default="350MB")
     p.add_argument("--niter", type=int, default=300)
+    p.add_argument(
+        "--no-stream",
+        dest="stream",
+        action="store_false",
+        help="partitions resident (default mode)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=900, help="kill the pipeline after this many seconds"
+    )
     args = p.parse_args()
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -75,7 +87,6 @@ def main() -> None:
         str(store),
         "--name",
         str(work / "soak"),
-        "--stream",
         "--workers",
         "2",
         "--threads-per-worker",
@@ -97,6 +108,8 @@ def main() -> None:
         "--log-level",
         "WARNING",
     ]
+    if args.stream:
+        cmd.append("--stream")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=work)
     peaks: dict[int, int] = {}
@@ -116,15 +129,22 @@ def main() -> None:
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()
-    rc = proc.wait()
+    try:
+        rc = proc.wait(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = f"killed after {args.timeout:.0f} s"
     done.set()
     th.join()
     wall = time.perf_counter() - t0
     summary = json.loads((work / "soak-summary.json").read_text()) if rc == 0 else {}
+    (work / "soak-summary.json").unlink(missing_ok=True)
     print(
         f"exit {rc}; store {size / 2**20:.0f} MiB on disk "
         f"({summary.get('visibilities', {}).get('samples', 0) / 1e6:.1f} M Stokes-I samples); "
+        f"{'--stream' if args.stream else 'resident (no --stream)'}; "
         f"2 workers x memory limit {args.memory_limit}; wall {wall:.0f} s; "
+        f"worker processes seen {len(peaks)} (restarts {max(0, len(peaks) - 2)}); "
         f"major cycles {len(summary.get('cycles', []))}"
     )
     for pid, rss in sorted(peaks.items(), key=lambda kv: -kv[1]):
