@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
 from arl_mpi.errors import InputError, StoreError
+from arl_mpi.io.atomic import temporary_sibling
 from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import (
     StoreIndex,
@@ -118,14 +120,39 @@ def _fingerprint(path: Path) -> str:
     return hashlib.sha256("\n".join(st_items).encode()).hexdigest()[:16]
 
 
+def _reusable(target: Path, src: Path, fp: str) -> bool:
+    """True when ``target`` is a finished store ingested from ``src`` in its current state.
+
+    False when it was ingested from ``src`` before ``src`` changed (stale: safe to replace);
+    StoreError when it is something else (another input's store, or not a store at all).
+    """
+    try:
+        idx = open_store(target)
+    except StoreError as e:
+        raise StoreError(
+            f"{target}: exists and is not a usable store ({e}); remove it to re-ingest"
+        ) from None
+    prov = idx.meta.provenance
+    if prov.get("fingerprint") == fp:
+        return True
+    if prov.get("ingested_from") == str(src.resolve()):
+        return False
+    raise StoreError(
+        f"{target}: exists but was not ingested from {src}; remove it or pass the store itself"
+    )
+
+
 def ensure_store_from_input(
     path: str | os.PathLike, time_partitions: int = 4, freq_partitions: int = 1
 ) -> str:
     """The store for ``--vis PATH``: PATH itself if it is a store, else an ingested copy.
 
     MS/UVFITS inputs are ingested once into ``PATH.arlstore`` beside the input (or into
-    ``$ARL_CACHE``/``~/.cache/arl_mpi`` when that directory is read-only) and reused while
-    the input's files are unchanged (size and modification time).
+    ``$ARL_CACHE``/``~/.cache/arl_mpi`` when that directory is not writable) and reused while
+    the input's files are unchanged (sizes and modification times of every file). A store
+    ingested from the same input before it changed is re-ingested and replaced. The store is
+    written under a temporary name and renamed, so an interrupted ingest leaves nothing
+    under the final name. Serial (the pipeline calls it once, on its driver).
     """
     p = Path(path)
     if detect_format(p) == "store":
@@ -134,19 +161,17 @@ def ensure_store_from_input(
     target = p.with_name(p.name + ".arlstore")
     if not os.access(p.parent, os.W_OK):
         cache = Path(os.environ.get("ARL_CACHE", Path.home() / ".cache" / "arl_mpi"))
+        cache.mkdir(parents=True, exist_ok=True)
         target = cache / f"{p.name}-{fp}.arlstore"
-    if (target / "index.h5").exists():
-        try:
-            idx = open_store(target)
-            if idx.meta.provenance.get("fingerprint") == fp:
-                log.info("reusing %s (ingested from %s)", target, p)
-                return str(target)
-        except StoreError:
-            pass
-        raise StoreError(
-            f"{target}: exists but was not ingested from the current {p}; remove it to re-ingest"
-        )
-    log.info("ingesting %s into %s", p, target)
+    stale = False
+    if target.exists():
+        if _reusable(target, p, fp):
+            log.info("reusing %s (ingested from %s)", target, p)
+            return str(target)
+        stale = True
+        log.info("%s changed since %s was ingested from it: re-ingesting", p, target)
+    else:
+        log.info("ingesting %s into %s", p, target)
     reader = open_reader(p)
     plan = plan_partitions(
         reader.times,
@@ -154,11 +179,26 @@ def ensure_store_from_input(
         min(time_partitions, np.unique(reader.times).size),
         freq_partitions,
     )
-    create_store(target)
-    infos = [_write_one(reader, target, pid, plan) for pid in range(len(plan))]
-    meta = reader.meta()
-    meta.provenance["fingerprint"] = fp
-    finalize_store(target, meta, infos)
+    tmp = temporary_sibling(target)
+    try:
+        create_store(tmp)
+        infos = [_write_one(reader, tmp, pid, plan) for pid in range(len(plan))]
+        meta = reader.meta()
+        meta.provenance["fingerprint"] = fp
+        finalize_store(tmp, meta, infos)
+        if stale:
+            old = temporary_sibling(target)
+            os.rename(target, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if target.exists() and _reusable(target, p, fp):  # another process won the race
+                log.info("reusing %s (ingested concurrently)", target)
+            else:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
 
 

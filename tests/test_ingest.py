@@ -6,6 +6,7 @@ network those tests are skipped with the reason.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -14,9 +15,9 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from conftest import PYTHON, REPO
+from conftest import MPIEXEC, PYTHON, REPO
 
-from arl_mpi.errors import InputError
+from arl_mpi.errors import InputError, StoreError
 from arl_mpi.imaging.dft import C_LIGHT, dft_predict, lm_to_pixel, radec_to_lm
 from arl_mpi.imaging.gridding import invert
 from arl_mpi.imaging.stokes import to_stokes
@@ -258,6 +259,8 @@ def test_multi_source_uvfits_selects_field(tmp_path):
         ("missing", "no such visibility store, MeasurementSet or UVFITS file"),
         ("not-ms", "neither a visibility store"),
         ("truncated", "truncated UVFITS file"),
+        ("truncated-tail", "truncated UVFITS file"),
+        ("spw", "--spw applies to MeasurementSets"),
         ("column", "--column MODEL_DATA"),
     ],
 )
@@ -271,6 +274,13 @@ def test_bad_inputs(tmp_path, env_cli, case, needle):
         raw = fetch(testdata.VLA_UVFITS).read_bytes()
         target = tmp_path / "cut.uvfits"
         target.write_bytes(raw[: len(raw) // 2])
+    elif case == "truncated-tail":  # only the last extension table is short
+        raw = fetch(testdata.VLA_UVFITS).read_bytes()
+        target = tmp_path / "cut.uvfits"
+        target.write_bytes(raw[:-100])
+    elif case == "spw":
+        target = fetch(testdata.VLA_UVFITS)
+        extra = ["--spw", "1"]
     elif case == "column":
         target = fetch(testdata.VLA_UVFITS)
         extra = ["--column", "MODEL_DATA"]
@@ -353,3 +363,40 @@ def test_write_ms_round_trip(tmp_path):
     np.testing.assert_allclose(v.uvw[got], vis.uvw[order])
     np.testing.assert_allclose(v.vis[got], vis.vis[order], rtol=1e-6)
     assert back.meta.polarisations == ["XX", "YY"]
+
+
+def test_ensure_store_reingests_a_changed_input(tmp_path):
+    """--vis INPUT: reused while unchanged, replaced when the input changes, foreign stores refused."""
+    src = tmp_path / "vla.uvfits"
+    shutil.copy(fetch(testdata.VLA_UVFITS), src)
+    store = ensure_store_from_input(src, time_partitions=2)
+    first = open_store(store).meta.provenance["fingerprint"]
+    assert ensure_store_from_input(src, time_partitions=2) == store
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # "modified"
+    assert ensure_store_from_input(src, time_partitions=2) == store
+    assert open_store(store).meta.provenance["fingerprint"] != first
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporaries left
+    other = tmp_path / "other.uvfits"
+    shutil.copy(src, other)
+    shutil.rmtree(store)
+    shutil.copytree(open_store(ensure_store_from_input(other, time_partitions=1)).path, store)
+    with pytest.raises(StoreError, match="not ingested from"):
+        ensure_store_from_input(src)
+
+
+@pytest.mark.mpi
+def test_mpi_ingest_matches_serial(tmp_path, env_cli):
+    """mpiexec -n 2: every rank reads and writes its own partitions; same data as serially."""
+    src = fetch(testdata.VLA_UVFITS)
+    ingest(src, tmp_path / "serial.store", time_partitions=4)
+    r = subprocess.run(
+        [MPIEXEC, "-n", "2", PYTHON, "-m", "arl_mpi.ingest", str(src), str(tmp_path / "mpi.store"),
+         "--time-partitions", "4"],
+        capture_output=True, text=True, env=env_cli, cwd=REPO, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, a = all_rows(tmp_path / "serial.store")
+    idx, b = all_rows(tmp_path / "mpi.store")
+    assert len(idx.partitions) == 4
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])

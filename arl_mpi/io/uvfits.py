@@ -60,6 +60,7 @@ class UVFitsReader:
                 self.header = g.header
                 self.data = g.data
                 _ = self.data.data.shape  # forces reading the structure: truncated files fail here
+                self._check_complete()
                 self._times = self._jd_seconds(np.arange(len(self.data)))
             except InputError:
                 raise
@@ -76,6 +77,18 @@ class UVFitsReader:
             )
         self._axes()
         self._select_source()
+
+    def _check_complete(self) -> None:
+        """Refuse a file that ends before its last HDU does (astropy drops such an HDU silently)."""
+        self.hdul.readall()
+        size = self.path.stat().st_size
+        last = self.hdul.fileinfo(len(self.hdul) - 1)
+        end = last["datLoc"] + last["datSpan"]
+        if end > size or size % 2880:
+            raise InputError(
+                f"{self.path}: truncated UVFITS file ({size} bytes; its HDUs need "
+                f"{max(end, -(-size // 2880) * 2880)} bytes in 2880-byte FITS blocks)"
+            )
 
     def _select_source(self) -> None:
         """Rows of one source: multi-source files (SOURCE parameter + AIPS SU table) by ``field``."""
