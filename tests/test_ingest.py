@@ -91,7 +91,25 @@ def test_mwa_ms_ingest_and_image(tmp_path):
     idx = ingest(src, tmp_path / "mwa.store", time_partitions=1, freq_partitions=2)
     assert idx.meta.configuration.nant == 128 and idx.meta.polarisations == ["XX", "XY", "YX", "YY"]
     assert idx.meta.frequency.size == 10 and len(idx.partitions) == 2
+    import casacore.tables as tables
+
+    with tables.table(str(src), ack=False) as t:  # what the file says
+        flag = t.getcol("FLAG") | t.getcol("FLAG_ROW")[:, None, None]
+        wspec, data, nrow = t.getcol("WEIGHT_SPECTRUM"), t.getcol("DATA"), t.nrows()
+        order = np.lexsort((t.getcol("ANTENNA2"), t.getcol("ANTENNA1"), t.getcol("TIME")))
+    with tables.table(str(src / "SPECTRAL_WINDOW"), ack=False) as t:
+        np.testing.assert_allclose(idx.meta.frequency, t.getcell("CHAN_FREQ", 0))
+    with tables.table(str(src / "FIELD"), ack=False) as t:
+        ra, dec = t.getcell("PHASE_DIR", 0)[0]
+    pc = SkyCoord(ra=ra * u.rad, dec=dec * u.rad)
+    assert idx.meta.phase_centre.separation(pc).arcsec < 1e-6
     v = [read_partition(idx, k) for k in range(2)]
+    assert idx.nvis == nrow * 10 * 4 and v[0].nrow == nrow
+    got_flags = np.concatenate([p.flags for p in v], axis=1)
+    np.testing.assert_array_equal(got_flags, flag[order] | ~np.isfinite(data[order]))
+    got_w = np.concatenate([p.weight for p in v], axis=1)
+    np.testing.assert_allclose(got_w[~got_flags], wspec[order][~got_flags])
+    assert np.all(got_w[got_flags] == 0) and got_flags.any()
     vis, wt, fl = to_stokes(
         np.concatenate([p.vis for p in v], axis=1),
         np.concatenate([p.weight for p in v], axis=1),
@@ -400,3 +418,23 @@ def test_mpi_ingest_matches_serial(tmp_path, env_cli):
     assert len(idx.partitions) == 4
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_ms_errors_are_one_line(tmp_path, env_cli):
+    """An MS without the asked-for column, and a reader without python-casacore."""
+    needs_casacore()
+    ms = fetch(testdata.MWA_MS)
+    out = tmp_path / "out.store"
+    r = subprocess.run(
+        [PYTHON, "-m", "arl_mpi.ingest", str(ms), str(out), "--column", "CORRECTED_DATA"],
+        capture_output=True, text=True, env=env_cli, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "has no CORRECTED_DATA column" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    hide = "import sys; sys.modules['casacore'] = None; from arl_mpi.ingest import entry; entry()"
+    r = subprocess.run(
+        [PYTHON, "-c", hide, str(ms), str(out)], capture_output=True, text=True, env=env_cli, cwd=REPO,
+        timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "pip install 'arl_mpi[ms]'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
