@@ -6,9 +6,11 @@
 
 Under MPI every rank reads the rows of its own partitions and writes them (partition
 ``pid % size == rank``); rank 0 writes the index. The input is opened read-only and is
-never modified. The pipeline's ``--vis`` accepts an MS or UVFITS file directly: it is
+never modified. One MS field and spectral window per run (``--field``, ``--spw``; run
+once per spw); a UVFITS file's IFs are ingested together when contiguous in frequency, and
+``--field`` picks a source of a multi-source file (AIPS SU table). The pipeline's ``--vis`` accepts an MS or UVFITS file directly: it is
 ingested once into ``INPUT.arlstore`` beside it (or under ``$ARL_CACHE`` when that
-directory is not writable) and the store is reused while the input is unchanged.
+directory is not writable), reused while the input is unchanged and replaced when it changes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
-from arl_mpi.errors import InputError, StoreError
+from arl_mpi.errors import ConfigError, InputError, StoreError
 from arl_mpi.io.atomic import temporary_sibling
 from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import (
@@ -212,11 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("store", help="output store directory (must not exist)")
     p.add_argument("--time-partitions", type=int, default=4)
     p.add_argument("--freq-partitions", type=int, default=1)
-    p.add_argument("--column", default="DATA", choices=["DATA", "CORRECTED_DATA", "MODEL_DATA"])
+    p.add_argument(
+        "--column",
+        default="DATA",
+        help="MS data column: DATA, CORRECTED_DATA or MODEL_DATA (UVFITS has only DATA)",
+    )
     p.add_argument("--field", type=int, default=0)
     p.add_argument("--spw", type=int, default=0)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    if args.column not in ("DATA", "CORRECTED_DATA", "MODEL_DATA"):
+        raise ConfigError(f"--column {args.column}: must be DATA, CORRECTED_DATA or MODEL_DATA")
     rank, _ = mpi_rank_size()
     setup_logging(args.log_level, rank)
     idx = ingest(

@@ -279,6 +279,8 @@ def test_multi_source_uvfits_selects_field(tmp_path):
         ("truncated", "truncated UVFITS file"),
         ("truncated-tail", "truncated UVFITS file"),
         ("spw", "--spw applies to MeasurementSets"),
+        ("not-fits", "not a MeasurementSet, UVFITS file or visibility store"),
+        ("unknown-column", "--column FOO: must be DATA, CORRECTED_DATA or MODEL_DATA"),
         ("column", "--column MODEL_DATA"),
     ],
 )
@@ -299,6 +301,11 @@ def test_bad_inputs(tmp_path, env_cli, case, needle):
     elif case == "spw":
         target = fetch(testdata.VLA_UVFITS)
         extra = ["--spw", "1"]
+    elif case == "not-fits":
+        target.write_text("just text\n")
+    elif case == "unknown-column":
+        target = fetch(testdata.VLA_UVFITS)
+        extra = ["--column", "FOO"]
     elif case == "column":
         target = fetch(testdata.VLA_UVFITS)
         extra = ["--column", "MODEL_DATA"]
