@@ -36,8 +36,8 @@ def _cells(uvw):
     u = uvw[:, 0:1] * FREQ / C_LIGHT
     v = uvw[:, 1:2] * FREQ / C_LIGHT
     s = np.where((v < 0) | ((v == 0) & (u < 0)), -1, 1)
-    iu = np.rint(s * u * NPIX * CELL).astype(int) + NPIX // 2
-    iv = np.rint(s * v * NPIX * CELL).astype(int) + NPIX // 2
+    iu = np.floor(s * u * NPIX * CELL).astype(int) + NPIX // 2
+    iv = np.floor(s * v * NPIX * CELL).astype(int) + NPIX // 2
     return iv * NPIX + iu
 
 

@@ -20,7 +20,12 @@ from arl_mpi.io import testdata
 pytestmark = pytest.mark.skipif(shutil.which("wsclean") is None, reason="wsclean not installed (apt-get install wsclean)")
 
 
-def test_mwa_dirty_image_matches_wsclean(tmp_path, env_cli):
+@pytest.mark.parametrize("weight,ws_extra", [
+    (["natural"], []),
+    # same uv weight grid as ours: no padding of the weighting grid, no rank filter
+    (["briggs", "0"], ["-padding", "1", "-weighting-rank-filter", "0"]),
+])
+def test_mwa_dirty_image_matches_wsclean(tmp_path, env_cli, weight, ws_extra):
     pytest.importorskip("casacore.tables", reason="python-casacore (arl_mpi[ms]) not installed")
     try:
         src = testdata.fetch_pyuvdata_file(testdata.MWA_MS)
@@ -28,12 +33,12 @@ def test_mwa_dirty_image_matches_wsclean(tmp_path, env_cli):
         pytest.skip(f"test data unavailable: {e}")
     ms = tmp_path / "mwa.ms"
     shutil.copytree(src, ms)  # WSClean may lock/annotate the MS: give it a copy
-    r = subprocess.run(["wsclean", "-size", "512", "512", "-scale", "90asec", "-weight", "natural", "-niter", "0",
+    r = subprocess.run(["wsclean", "-size", "512", "512", "-scale", "90asec", "-weight", *weight, *ws_extra, "-niter", "0",
                         "-pol", "I", "-use-wgridder", "-j", "1", "-name", str(tmp_path / "ws"), str(ms)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([PYTHON, "-m", "arl_mpi.pipeline", "--vis", str(ms), "--name", str(tmp_path / "ours"),
-                        "--size", "512", "512", "--scale", "90asec", "--weight", "natural", "--workers", "1",
+                        "--size", "512", "512", "--scale", "90asec", "--weight", *weight, "--workers", "1",
                         "--time-partitions", "1", "--no-dashboard", "--no-png"],
                        capture_output=True, text=True, env=env_cli, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

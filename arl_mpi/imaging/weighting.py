@@ -40,8 +40,9 @@ def _cell_index(
     flip = (v < 0) | ((v == 0) & (u < 0))
     u = np.where(flip, -u, u)
     v = np.where(flip, -v, v)
-    iu = np.rint(u * (npix_x * cell)).astype(np.int64) + npix_x // 2
-    iv = np.rint(v * (npix_y * cell)).astype(np.int64) + npix_y // 2
+    # floor binning, as WSClean 3.1 grids its weight density (a cell spans [k, k+1) / (N cell))
+    iu = np.floor(u * (npix_x * cell)).astype(np.int64) + npix_x // 2
+    iv = np.floor(v * (npix_y * cell)).astype(np.int64) + npix_y // 2
     inside = (iu >= 0) & (iu < npix_x) & (iv >= 0) & (iv < npix_y)
     idx = np.where(inside, iv * npix_x + iu, 0)
     return idx, inside
