@@ -115,9 +115,19 @@ def main() -> None:
     peaks: dict[int, int] = {}
     done = threading.Event()
 
+    scratch = work / "arl-scratch"  # the pipeline's default scratch (spill) directory, cwd=work
+    spill_peak = [0]
+
     def sample() -> None:
         parent = psutil.Process(proc.pid)
+        n = 0
         while not done.is_set():
+            n += 1
+            if n % 5 == 0:  # once a second: bytes Dask has spilled to the scratch directory
+                try:
+                    spill_peak[0] = max(spill_peak[0], du(scratch))
+                except OSError:
+                    pass
             try:
                 for c in parent.children(recursive=True):
                     if "resource_tracker" in " ".join(c.cmdline()):
@@ -145,7 +155,8 @@ def main() -> None:
         f"{'--stream' if args.stream else 'resident (no --stream)'}; "
         f"2 workers x memory limit {args.memory_limit}; wall {wall:.0f} s; "
         f"worker processes seen {len(peaks)} (restarts {max(0, len(peaks) - 2)}); "
-        f"major cycles {len(summary.get('cycles', []))}"
+        f"major cycles {len(summary.get('cycles', []))}; "
+        f"peak scratch (spill) {spill_peak[0] / 2**20:.0f} MiB"
     )
     for pid, rss in sorted(peaks.items(), key=lambda kv: -kv[1]):
         print(f"  worker process {pid}: peak RSS {rss / 2**20:.0f} MiB")

@@ -240,17 +240,22 @@ def test_not_a_store(tmp_path, env_cli, what):
     assert not list(tmp_path.glob("x-*.fits"))
 
 
-def _rank_pids(rank: int) -> list[int]:
+def _rank_pids(rank: int, launcher: int) -> list[int]:
+    """PIDs of MPI rank ``rank`` among the descendants of the ``launcher`` (mpiexec) process,
+    so a concurrently running job on the same machine is never the one hit."""
     import psutil
 
+    try:
+        kids = psutil.Process(launcher).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
     pids = []
-    for proc in psutil.process_iter(["pid", "name"]):
+    for proc in kids:
         try:
-            env = proc.environ()
+            if proc.environ().get("PMI_RANK") == str(rank) and "python" in proc.name():
+                pids.append(proc.pid)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if env.get("PMI_RANK") == str(rank) and "python" in (proc.info["name"] or ""):
-            pids.append(proc.info["pid"])
     return pids
 
 
@@ -304,7 +309,7 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     t_end = time.monotonic() + 120
     while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
         time.sleep(0.05)
-    victims = _local_worker_pids(p.pid) if mode == "local" else _rank_pids(2)
+    victims = _local_worker_pids(p.pid) if mode == "local" else _rank_pids(2, p.pid)
     assert victims, "no worker process found"
     t_kill = time.monotonic()
     os.kill(victims[0], signal.SIGKILL)
@@ -499,17 +504,72 @@ def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store
     t_end = time.monotonic() + 120
     while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
         time.sleep(0.05)
-    victims = _rank_pids(2)
+    victims = _rank_pids(2, p.pid)
     assert victims, "no worker rank found"
     t_kill = time.monotonic()
     os.kill(victims[0], signal.SIGKILL)
     try:
-        p.communicate(timeout=120)
+        out, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     ended = time.monotonic() - t_kill
     assert p.returncode != 0 and ended < 60, (p.returncode, ended)
+    # hydra sends SIGTERM and SIGKILL back to back, so its own line (on stdout) is the message
+    assert "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)" in out + err, (
+        out + err[-2000:]
+    )
     assert not (tmp_path / "run-image.fits").exists()
     with h5py.File(ck, "r") as f:
         assert f.attrs["cycle"] >= 1
+
+
+def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli):
+    """A worker memory limit too small for one partition: the nanny kills and restarts the
+    worker until Dask gives up on the task (KilledWorker); the user gets one line naming
+    the limit and the ways out, exit 2, and no images."""
+    r = pipeline(
+        tmp_path,
+        ["--vis", str(store), "--name", "x", "--workers", "1", "--memory-limit", "120MB", *FAST],
+        env_cli,
+        timeout=240,
+    )
+    assert r.returncode == 2
+    one_line_error(r, "was tried on", "each died running it", "--memory-limit", "--stream")
+    assert not list(tmp_path.glob("x-*.fits"))
+
+
+def _placed_tasks_survive_losing_every_worker(revive: bool) -> bool:
+    """Two tasks placed loosely on the two workers (as the pipeline places partitions), both
+    worker processes killed at once, the nannies start new ones: do the tasks finish?"""
+    from distributed import Client, LocalCluster
+
+    from arl_mpi.cluster.runtime import register_plugins
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:  # fmt: skip
+        if revive:
+            register_plugins(client)
+        workers = sorted(client.scheduler_info()["workers"])
+
+        def slow(i):
+            time.sleep(3)
+            return i
+
+        futs = [client.submit(slow, i, workers=[w], allow_other_workers=True, pure=False)
+                for i, w in enumerate(workers)]  # fmt: skip
+        pids = client.run(os.getpid)
+        time.sleep(1)  # both running
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        try:
+            return sorted(f.result(timeout=45) for f in futs) == [0, 1]
+        except TimeoutError:
+            return False
+
+
+def test_all_workers_restarted_at_once_run_completes():
+    """Dask leaves a loosely placed task in no-worker forever when every worker it could have
+    used died at once (found by the soak benchmark: both nannies restarted their workers at
+    the memory limit and the run hung). The ReviveLooseTasks scheduler plugin fixes it."""
+    assert _placed_tasks_survive_losing_every_worker(revive=True)

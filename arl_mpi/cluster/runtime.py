@@ -224,6 +224,18 @@ def quiet_workers(client) -> None:
         client.register_plugin(QuietLogs())
 
 
+def register_plugins(client) -> None:
+    """Scheduler plugin :class:`~arl_mpi.cluster.plugins.ReviveLooseTasks` and the worker log
+    filter (best effort: an external cluster whose processes cannot import arl_mpi does without)."""
+    from arl_mpi.cluster.plugins import ReviveLooseTasks
+
+    try:
+        client.register_plugin(ReviveLooseTasks())
+    except Exception as e:  # noqa: BLE001
+        log.warning("scheduler plugin not registered (%s: %s)", type(e).__name__, e)
+    quiet_workers(client)
+
+
 def dashboard_message(client) -> str:
     """The dashboard URL and the ssh tunnel that reaches it from a laptop."""
     link = getattr(client, "dashboard_link", None)
@@ -253,6 +265,32 @@ def detect_mode() -> str:
     return "local"
 
 
+def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterError:
+    """A one-line ClusterError for Dask's KilledWorker (workers died running the same task,
+    almost always because the task needs more memory than the worker's limit)."""
+    ws = getattr(e, "last_worker", None)
+    limit = getattr(ws, "memory_limit", 0) or 0
+    shown = f"{limit / 2**20:.0f} MiB" if limit else settings.memory_limit
+    key = getattr(e, "task", "?")
+    tries = getattr(e, "allowed_failures", 0) + 1
+    return ClusterError(
+        f"task {key} was tried on {tries} workers and each died running it (usually the worker "
+        f"memory limit, here {shown}, is too small for one partition; see the nanny's "
+        "'exceeded 95% memory budget' lines): raise --memory-limit, use --stream, or split the "
+        "store into more, smaller partitions"
+    )
+
+
+def _run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
+    """``job(client)``, with Dask's KilledWorker turned into a one-line ClusterError."""
+    from distributed import KilledWorker
+
+    try:
+        return job(client)
+    except KilledWorker as e:
+        raise killed_worker_error(e, settings) from None
+
+
 def run_with_client(job: Callable[..., int], settings: ClusterSettings | None = None) -> int:
     """Run ``job(client)`` wherever this process was launched; see the module docstring.
 
@@ -266,9 +304,9 @@ def run_with_client(job: Callable[..., int], settings: ClusterSettings | None = 
     configure_dask(settings)
     if mode == "external":
         with connect_external(settings) as client:
-            return job(client)
+            return _run_job(job, client, settings)
     with local_client(settings) as client:
-        return job(client)
+        return _run_job(job, client, settings)
 
 
 @contextlib.contextmanager
@@ -290,6 +328,7 @@ def connect_external(settings: ClusterSettings):
             f"{settings.timeout:.0f} s ({type(e).__name__})"
         ) from None
     nworkers = len(client.scheduler_info()["workers"])
+    register_plugins(client)
     log.info(
         "connected to external scheduler %s with %d workers; %s",
         client.scheduler.address,
@@ -327,7 +366,7 @@ def local_client(settings: ClusterSettings):
         **kwargs,
     )
     client = Client(cluster, security=kwargs.get("security"))
-    quiet_workers(client)
+    register_plugins(client)
     log.info(
         "local cluster: %d workers x %d threads; %s", n_workers, threads, dashboard_message(client)
     )
@@ -382,6 +421,7 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
 
         client = Client(timeout=settings.timeout, security=current_security())
         client.wait_for_workers(size - 2, timeout=settings.timeout)
+        register_plugins(client)
         log.info(
             "MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "
             "x %d threads; %s",
@@ -391,7 +431,7 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
             threads,
             dashboard_message(client),
         )
-        status = int(job(client) or 0)
+        status = int(_run_job(job, client, settings) or 0)
     except BaseException as e:  # noqa: BLE001 - every failure must end every rank
         error = e
         status = 2 if isinstance(e, ArlError) else 1
