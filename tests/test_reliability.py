@@ -573,3 +573,34 @@ def test_all_workers_restarted_at_once_run_completes():
     used died at once (found by the soak benchmark: both nannies restarted their workers at
     the memory limit and the run hung). The ReviveLooseTasks scheduler plugin fixes it."""
     assert _placed_tasks_survive_losing_every_worker(revive=True)
+
+
+def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path):
+    """Every worker gone for good (here: the local cluster scaled to 0 under a running task;
+    in the soak benchmark: the nannies gave up after repeated memory-limit restarts): the
+    job ends after the cluster timeout with a ClusterError instead of waiting forever."""
+    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+    from arl_mpi.errors import ClusterError
+
+    monkeypatch.delenv("ARL_DASK_SCHEDULER", raising=False)
+    monkeypatch.delenv("ARL_DASK_SCHEDULER_FILE", raising=False)
+
+    def job(client):
+        fut = client.submit(time.sleep, 30, pure=False)
+        time.sleep(1)
+        client.cluster.scale(0)
+        fut.result()
+        return 0
+
+    t0 = time.monotonic()
+    settings = ClusterSettings(
+        n_workers=1,
+        threads_per_worker=1,
+        timeout=5,
+        tls=False,
+        dashboard=False,
+        local_directory=str(tmp_path),
+    )
+    with pytest.raises(ClusterError, match="no worker for 5 s"):
+        run_with_client(job, settings)
+    assert time.monotonic() - t0 < 25

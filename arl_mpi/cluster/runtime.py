@@ -281,14 +281,74 @@ def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterE
     )
 
 
+class WorkerWatchdog:
+    """Ends a job whose cluster has had no worker for ``grace`` seconds.
+
+    Without workers Dask waits for one forever (seen in the soak benchmark: after eleven
+    memory-limit restarts in a row the LocalCluster's nannies stopped starting workers and
+    the driver sat in ``Future.result()``). A thread polls the scheduler every ``poll`` s;
+    after ``grace`` s with no worker it records why and closes the client, which releases
+    the driver's wait; :func:`_run_job` then raises a one-line ClusterError.
+    """
+
+    def __init__(self, client, grace: float, poll: float = 2.0):
+        import threading
+
+        self.client, self.grace, self.poll = client, grace, poll
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="arl-worker-watchdog", daemon=True)
+
+    def __enter__(self) -> WorkerWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.poll + 5)
+
+    def _nworkers(self) -> int | None:
+        try:
+            return len(self.client.scheduler_info()["workers"])
+        except Exception:  # noqa: BLE001 - a busy or closing scheduler: no verdict this time
+            return None
+
+    def _run(self) -> None:
+        import time
+
+        since = None
+        while not self._stop.wait(self.poll):
+            n = self._nworkers()
+            if n is None or n > 0:
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since >= self.grace:
+                self.reason = (
+                    f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
+                    "and none came back; see the nanny/memory lines above); the last checkpoint, if "
+                    "any, can be continued with --resume"
+                )
+                log.error("%s", self.reason)
+                with contextlib.suppress(Exception):
+                    self.client.close(timeout=5)
+                return
+
+
 def _run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
-    """``job(client)``, with Dask's KilledWorker turned into a one-line ClusterError."""
+    """``job(client)`` under a :class:`WorkerWatchdog`, with Dask's KilledWorker and a
+    worker-less cluster turned into one-line ClusterErrors."""
     from distributed import KilledWorker
 
-    try:
-        return job(client)
-    except KilledWorker as e:
-        raise killed_worker_error(e, settings) from None
+    with WorkerWatchdog(client, grace=settings.timeout) as dog:
+        try:
+            return job(client)
+        except KilledWorker as e:
+            raise killed_worker_error(e, settings) from None
+        except BaseException:  # the closed client cancels the driver's futures (CancelledError)
+            if dog.reason:
+                raise ClusterError(dog.reason) from None
+            raise
 
 
 def run_with_client(job: Callable[..., int], settings: ClusterSettings | None = None) -> int:
