@@ -276,7 +276,7 @@ def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterE
     return ClusterError(
         f"task {key} was tried on {tries} workers and each died running it (usually the worker "
         f"memory limit, here {shown}, is too small for one partition; see the nanny's "
-        "'exceeded 95% memory budget' lines): raise --memory-limit, use --stream, or split the "
+        "'exceeded 95% memory budget' lines): raise --memory-limit, use --stream if not already, or split the "
         "store into more, smaller partitions"
     )
 
