@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -36,11 +37,26 @@ def setup_logging(level: str = "INFO", rank: int | None = None, cluster_roles: b
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr, force=True)
 
 
+def enable_stack_dumps() -> None:
+    """Make ``SIGUSR1`` print every thread's Python stack to stderr and carry on.
+
+    For a job that seems stuck: ``kill -USR1 PID``, or ``scancel --signal=USR1 JOBID`` for
+    every rank of a SLURM job step; the stacks land in the job's error log.
+    """
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        with contextlib.suppress(ValueError, OSError, RuntimeError):  # not the main thread
+            faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "arl_mpi") -> int:
     """Run ``main``; turn :class:`ArlError` (and a few OS errors) into a one-line message.
 
     Returns the exit status: 0 on success, 2 for user errors, 130 on Ctrl-C.
     """
+    enable_stack_dumps()
     try:
         return int(main(argv) or 0)
     except ArlError as e:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +29,27 @@ def _bin(name: str) -> str:
 
 
 MPIEXEC = _bin("mpiexec")
+
+
+def run_or_dump(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in its own session; on a
+    timeout, SIGUSR1 the whole process group first (every arl_mpi process prints its Python
+    stacks, see :func:`arl_mpi.cli.enable_stack_dumps`), then kill it and fail the test with
+    the end of its output: a hang in CI then says where it hung."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, **kw)  # fmt: skip
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGUSR1)
+        time.sleep(3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"timed out after {timeout:.0f} s: {' '.join(map(str, cmd))}\n"
+                    f"--- stdout (end) ---\n{out[-3000:]}\n--- stderr (end) ---\n{err[-12000:]}")  # fmt: skip
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 @pytest.fixture

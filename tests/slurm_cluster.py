@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+            "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
 BINARIES = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "sinfo")
 
 
@@ -45,8 +47,10 @@ class SlurmCluster:
     def start(self, timeout: float = 60.0) -> SlurmCluster:
         missing = [b for b in BINARIES if not shutil.which(b) and not Path("/usr/sbin", b).exists()]
         if missing:
-            raise SlurmUnavailable(f"SLURM/munge binaries not installed: {', '.join(missing)} "
-                                   "(apt-get install slurm-wlm munge)")
+            raise SlurmUnavailable(
+                f"SLURM/munge binaries not installed: {', '.join(missing)} "
+                "(apt-get install slurm-wlm munge)"
+            )
         if os.geteuid() != 0:
             raise SlurmUnavailable("starting slurmd needs root")
         r = self.root
@@ -93,9 +97,13 @@ PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
 """)
         self.env["SLURM_CONF"] = str(conf)
         for daemon in ("slurmctld", "slurmd"):
-            p = subprocess.Popen([shutil.which(daemon) or f"/usr/sbin/{daemon}", "-D", "-f", str(conf)],
-                                 env=self.env, stdout=open(r / "log" / f"{daemon}.out", "w"),
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+            p = subprocess.Popen(
+                [shutil.which(daemon) or f"/usr/sbin/{daemon}", "-D", "-f", str(conf)],
+                env=self.env,
+                stdout=open(r / "log" / f"{daemon}.out", "w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             self.procs.append(p)
             time.sleep(0.5)
         t_end = time.monotonic() + timeout
@@ -105,35 +113,57 @@ PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
                 if p.poll() is not None:
                     self.stop()
                     raise SlurmUnavailable(f"a SLURM daemon exited ({p.args[0]}): {self._tail()}")
-            q = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True)
+            q = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True
+            )
             state = q.stdout.strip()
             if state.startswith("idle"):
                 return self
             time.sleep(0.5)
         self.stop()
-        raise SlurmUnavailable(f"SLURM node not idle after {timeout:.0f} s (state '{state}'): {self._tail()}")
+        raise SlurmUnavailable(
+            f"SLURM node not idle after {timeout:.0f} s (state '{state}'): {self._tail()}"
+        )
 
     def _start_munge(self) -> None:
         d = self.root / "munge"
         key = d / "munge.key"
-        subprocess.run(["mungekey", "--create", "--keyfile", str(key), "--force"], check=True, capture_output=True)
+        subprocess.run(
+            ["mungekey", "--create", "--keyfile", str(key), "--force"],
+            check=True,
+            capture_output=True,
+        )
         munge = pwd.getpwnam("munge") if _has_user("munge") else None
         if munge:
             os.chown(d, munge.pw_uid, munge.pw_gid)
             os.chown(key, munge.pw_uid, munge.pw_gid)
         os.chmod(d, 0o755)
         os.chmod(key, 0o600)
-        args = [shutil.which("munged") or "/usr/sbin/munged", "--foreground", f"--socket={d}/munge.socket.2",
-                f"--key-file={key}", f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log",
-                f"--seed-file={d}/munged.seed", "--force"]
+        args = [
+            shutil.which("munged") or "/usr/sbin/munged",
+            "--foreground",
+            f"--socket={d}/munge.socket.2",
+            f"--key-file={key}",
+            f"--pid-file={d}/munged.pid",
+            f"--log-file={d}/munged.log",
+            f"--seed-file={d}/munged.seed",
+            "--force",
+        ]
         preexec = None
         if munge:
+
             def preexec():  # run as the munge user, as munged expects
                 os.setsid()
                 os.setgid(munge.pw_gid)
                 os.setuid(munge.pw_uid)
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(d / "munged.err", "w"),
-                             preexec_fn=preexec, start_new_session=preexec is None)
+
+        p = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=open(d / "munged.err", "w"),
+            preexec_fn=preexec,
+            start_new_session=preexec is None,
+        )
         self.procs.append(p)
         t_end = time.monotonic() + 10
         while not (d / "munge.socket.2").exists() and time.monotonic() < t_end:
@@ -152,6 +182,34 @@ PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
         """Run a SLURM client command with this cluster's SLURM_CONF."""
         env = dict(self.env, **kw.pop("env", {}))
         return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, **kw)
+
+    def sbatch_wait(self, args: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        """``sbatch --parsable ARGS`` from ``cwd``, then wait for the job to end.
+
+        Returns a CompletedProcess whose stdout is the job id and whose returncode is 0 when
+        the job COMPLETED. A job still running after ``timeout`` s is sent SIGUSR1 (every
+        arl_mpi rank prints its Python stacks to the job's .err), cancelled, and the test
+        fails with the job's state and the end of its logs.
+        """
+        r = self.run(["sbatch", "--parsable", *args], cwd=cwd, env=env, timeout=60)
+        if r.returncode != 0:
+            return r
+        job = r.stdout.strip().split(";")[0]
+        t_end = time.monotonic() + timeout
+        state: dict[str, str] = {}
+        while time.monotonic() < t_end:
+            state = self.job_state(job)
+            if state.get("JobState") in TERMINAL:
+                ok = state["JobState"] == "COMPLETED"
+                return subprocess.CompletedProcess(args, 0 if ok else 1, job, r.stderr)
+            time.sleep(1)
+        self.run(["scancel", "--signal=USR1", job])
+        time.sleep(5)
+        self.run(["scancel", job])
+        time.sleep(2)
+        logs = "".join(f"--- {p.name} ---\n{p.read_text()[-8000:]}\n" for p in sorted(Path(cwd).glob("*.out")) + sorted(Path(cwd).glob("*.err")))
+        raise AssertionError(f"SLURM job {job} still {state.get('JobState')} after {timeout:.0f} s "
+                             f"(state: {state})\n{logs}\n--- slurmd ---\n{self._tail()}")
 
     def job_state(self, job_id: str) -> dict[str, str]:
         """``JobState`` and ``ExitCode`` (and the rest) from ``scontrol show job``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import MPIEXEC, PYTHON, REPO, small_meta, small_visibility
+from conftest import MPIEXEC, PYTHON, REPO, run_or_dump, small_meta, small_visibility
 
 from arl_mpi.io.store import write_store
 
@@ -23,9 +23,7 @@ def pipeline(tmp: Path, args: list[str], env: dict, ranks: int = 0, timeout: flo
     cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
     if ranks:
         cmd = [MPIEXEC, "-n", str(ranks), *cmd]
-    return subprocess.run(
-        cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout, **kw
-    )
+    return run_or_dump(cmd, timeout, env=env, cwd=tmp, **kw)
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -524,19 +522,27 @@ def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store
         assert f.attrs["cycle"] >= 1
 
 
-def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli):
-    """A worker memory limit too small for one partition: the nanny kills and restarts the
-    worker until Dask gives up on the task (KilledWorker); the user gets one line naming
-    the limit and the ways out, exit 2, and no images."""
+@pytest.mark.parametrize("limit", ["100MB", "120MB"])
+def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli, limit):
+    """A worker memory limit too small for one partition. Two endings, both seen on the same
+    machine and both needing a one-line error naming the limit and the ways out, exit 2, no
+    images, and no hang: the nanny kills and restarts the worker until Dask gives up on the
+    task (KilledWorker), or the interpreter alone is above Dask's pause threshold (80 % of
+    the limit) so the worker never starts the task (the watchdog, after --cluster-timeout).
+    Which one a limit gives depends on the machine's baseline process memory."""
+    t0 = time.monotonic()
     r = pipeline(
         tmp_path,
-        ["--vis", str(store), "--name", "x", "--workers", "1", "--memory-limit", "120MB", *FAST],
+        ["--vis", str(store), "--name", "x", "--workers", "1", "--memory-limit", limit,
+         "--cluster-timeout", "15", *FAST],  # fmt: skip
         env_cli,
         timeout=240,
     )
     assert r.returncode == 2
-    one_line_error(r, "was tried on", "each died running it", "--memory-limit", "--stream")
+    line = one_line_error(r, "--memory-limit", "--stream", "MiB")
+    assert ("each died running it" in line) or ("paused at 80% of its memory limit" in line), line
     assert not list(tmp_path.glob("x-*.fits"))
+    assert time.monotonic() - t0 < 120
 
 
 def _placed_tasks_survive_losing_every_worker(revive: bool) -> bool:
@@ -604,3 +610,35 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
     with pytest.raises(ClusterError, match="no worker for 5 s"):
         run_with_client(job, settings)
     assert time.monotonic() - t0 < 25
+
+
+def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
+    """Every worker paused at its memory limit with work waiting (Dask pauses a worker at a
+    fraction of its limit; memory that cannot be spilled keeps it paused and no KilledWorker
+    ever comes): the job ends after the cluster timeout with a ClusterError naming the limit.
+    The pause threshold is lowered to 1 % here so that every worker is paused from the start."""
+    import dask
+
+    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+    from arl_mpi.errors import ClusterError
+
+    monkeypatch.delenv("ARL_DASK_SCHEDULER", raising=False)
+    monkeypatch.delenv("ARL_DASK_SCHEDULER_FILE", raising=False)
+
+    def job(client):
+        return client.submit(sum, [1, 2], pure=False).result()
+
+    settings = ClusterSettings(
+        n_workers=1,
+        threads_per_worker=1,
+        memory_limit="2GB",
+        timeout=5,
+        tls=False,
+        dashboard=False,
+        local_directory=str(tmp_path),
+    )
+    t0 = time.monotonic()
+    with dask.config.set({"distributed.worker.memory.pause": 0.01}):
+        with pytest.raises(ClusterError, match=r"paused at 80% of its memory limit \(1907 MiB\)"):
+            run_with_client(job, settings)
+    assert time.monotonic() - t0 < 30

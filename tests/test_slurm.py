@@ -12,16 +12,32 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, run_or_dump
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slurm]
 
-SMALL = ["--size", "128", "128", "--scale", "120asec", "--niter", "100", "--mgain", "0.8", "--time-partitions",
-         "2", "--no-dashboard", "--no-png"]
+# Small enough for 2 shared cores. Jobs ask for 1 GB per CPU so that they fit the node's
+# RealMemory (80 % of this machine's) on small CI machines too.
+SBATCH = ["--mem-per-cpu=1G"]
+SMALL = [
+    "--size",
+    "128",
+    "128",
+    "--scale",
+    "120asec",
+    "--niter",
+    "100",
+    "--mgain",
+    "0.8",
+    "--time-partitions",
+    "2",
+    "--no-dashboard",
+    "--no-png",
+]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm():
     root = Path(tempfile.mkdtemp(prefix="arl-slurm-"))
     cluster = SlurmCluster(root)
@@ -37,9 +53,17 @@ def slurm():
 
 def test_sbatch_template_completes(slurm, tmp_path):
     os.chmod(tmp_path, 0o755)
-    env = {"ARL_VENV": str(Path(PYTHON).parent.parent), "ARL_OUTPUT": str(tmp_path / "out"), "ARL_HOME": str(REPO)}
-    r = slurm.run(["sbatch", "--wait", "--parsable", str(REPO / "launch/slurm/arl_mpi.sbatch"), *SMALL],
-                  cwd=tmp_path, env=env, timeout=600)
+    env = {
+        "ARL_VENV": str(Path(PYTHON).parent.parent),
+        "ARL_OUTPUT": str(tmp_path / "out"),
+        "ARL_HOME": str(REPO),
+    }
+    r = slurm.sbatch_wait(
+        [*SBATCH, str(REPO / "launch/slurm/arl_mpi.sbatch"), *SMALL],
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     job = r.stdout.strip().split(";")[0]
     state = slurm.job_state(job)
     log = "".join(p.read_text() for p in tmp_path.glob("arl_mpi-*.err"))
@@ -49,11 +73,28 @@ def test_sbatch_template_completes(slurm, tmp_path):
         assert (tmp_path / "out" / f"image-{kind}.fits").is_file()
     out = "".join(p.read_text() for p in tmp_path.glob("arl_mpi-*.out"))
     assert "ssh -N -L 8787:localhost:8787" in out
+    # --memory-limit per worker = 80 % of mem-per-cpu x cpus-per-task; threads = cpus-per-task
+    assert "worker memory: 819MB" in out and "4 tasks x 1 cpus" in out
 
 
 def test_srun_pipeline(slurm, tmp_path):
-    r = slurm.run(["srun", "-n", "4", "--mpi=pmi2", PYTHON, "-m", "arl_mpi.pipeline", "--name", str(tmp_path / "s"),
-                   *SMALL], cwd=tmp_path, timeout=600)
+    r = run_or_dump(
+        [
+            "srun",
+            "-n",
+            "4",
+            "--mpi=pmi2",
+            PYTHON,
+            "-m",
+            "arl_mpi.pipeline",
+            "--name",
+            str(tmp_path / "s"),
+            *SMALL,
+        ],
+        cwd=tmp_path,
+        env=slurm.env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "s-image.fits").is_file()
     assert "[rank 1 driver]" in r.stderr and "2 workers" in r.stderr
@@ -61,10 +102,25 @@ def test_srun_pipeline(slurm, tmp_path):
 
 def test_failing_job_ends_failed_quickly(slurm, tmp_path):
     os.chmod(tmp_path, 0o755)
-    env = {"ARL_VENV": str(Path(PYTHON).parent.parent), "ARL_OUTPUT": str(tmp_path / "out"), "ARL_HOME": str(REPO)}
+    env = {
+        "ARL_VENV": str(Path(PYTHON).parent.parent),
+        "ARL_OUTPUT": str(tmp_path / "out"),
+        "ARL_HOME": str(REPO),
+    }
     t0 = time.monotonic()
-    r = slurm.run(["sbatch", "--wait", "--parsable", "--time=10", str(REPO / "launch/slurm/arl_mpi.sbatch"),
-                   "--vis", str(tmp_path / "missing.store"), *SMALL], cwd=tmp_path, env=env, timeout=600)
+    r = slurm.sbatch_wait(
+        [
+            *SBATCH,
+            "--time=10",
+            str(REPO / "launch/slurm/arl_mpi.sbatch"),
+            "--vis",
+            str(tmp_path / "missing.store"),
+            *SMALL,
+        ],
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     elapsed = time.monotonic() - t0
     job = r.stdout.strip().split(";")[0]
     state = slurm.job_state(job)

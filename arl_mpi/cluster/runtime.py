@@ -282,13 +282,21 @@ def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterE
 
 
 class WorkerWatchdog:
-    """Ends a job whose cluster has had no worker for ``grace`` seconds.
+    """Ends a job whose cluster cannot make progress for ``grace`` seconds.
 
-    Without workers Dask waits for one forever (seen in the soak benchmark: after eleven
-    memory-limit restarts in a row the LocalCluster's nannies stopped starting workers and
-    the driver sat in ``Future.result()``). A thread polls the scheduler every ``poll`` s;
-    after ``grace`` s with no worker it records why and closes the client, which releases
-    the driver's wait; :func:`_run_job` then raises a one-line ClusterError.
+    Two ways a Dask cluster waits forever, both seen here:
+
+    * no worker at all (the soak benchmark: after eleven memory-limit restarts in a row the
+      LocalCluster's nannies stopped starting workers and the driver sat in
+      ``Future.result()``);
+    * every worker *paused* while the driver waits on a task: Dask pauses a worker at 80 % of
+      its memory limit and starts nothing on it until spilling brings it below; memory that
+      cannot be spilled (the interpreter and libraries themselves, with a limit of ~100 MB)
+      keeps it paused for good, and no KilledWorker ever comes.
+
+    A thread polls the scheduler every ``poll`` s; after ``grace`` s in either state it
+    records why and closes the client, which releases the driver's wait; :func:`_run_job`
+    then raises a one-line ClusterError.
     """
 
     def __init__(self, client, grace: float, poll: float = 2.0):
@@ -307,28 +315,56 @@ class WorkerWatchdog:
         self._stop.set()
         self._thread.join(timeout=self.poll + 5)
 
-    def _nworkers(self) -> int | None:
+    def _state(self) -> str | None:
+        """``"none"`` (no worker), ``"paused"`` (every worker paused while the driver waits on
+        a future), ``"ok"``, or None when the scheduler cannot be asked this time."""
         try:
-            return len(self.client.scheduler_info()["workers"])
+            workers = self.client.scheduler_info()["workers"]
         except Exception:  # noqa: BLE001 - a busy or closing scheduler: no verdict this time
             return None
+        if not workers:
+            return "none"
+        if all(w.get("status") == "paused" for w in workers.values()) and self._waiting():
+            self._limit = max((w.get("memory_limit") or 0) for w in workers.values())
+            return "paused"
+        return "ok"
+
+    def _waiting(self) -> bool:
+        """Whether this client holds a future that has not finished."""
+        try:
+            return any(f.status == "pending" for f in list(self.client.futures.values()))
+        except Exception:  # noqa: BLE001 - the dict changed under us: assume it waits
+            return True
+
+    def _why(self, state: str) -> str:
+        if state == "none":
+            return (
+                f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
+                "and none came back; see the nanny/memory lines above); the last checkpoint, if "
+                "any, can be continued with --resume"
+            )
+        limit = getattr(self, "_limit", 0)
+        shown = f"{limit / 2**20:.0f} MiB" if limit else "its limit"
+        return (
+            f"every Dask worker has been paused at 80% of its memory limit ({shown}) for "
+            f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: raise "
+            "--memory-limit, use --stream if not already, or split the store into more, smaller "
+            "partitions"
+        )
 
     def _run(self) -> None:
         import time
 
-        since = None
+        since, last = None, None
         while not self._stop.wait(self.poll):
-            n = self._nworkers()
-            if n is None or n > 0:
-                since = None
-                continue
+            state = self._state()
+            if state in (None, "ok") or state != last:
+                since, last = None, state
+                if state in (None, "ok"):
+                    continue
             since = since or time.monotonic()
             if time.monotonic() - since >= self.grace:
-                self.reason = (
-                    f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
-                    "and none came back; see the nanny/memory lines above); the last checkpoint, if "
-                    "any, can be continued with --resume"
-                )
+                self.reason = self._why(state)
                 log.error("%s", self.reason)
                 with contextlib.suppress(Exception):
                     self.client.close(timeout=5)
