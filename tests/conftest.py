@@ -30,6 +30,10 @@ def _bin(name: str) -> str:
 
 MPIEXEC = _bin("mpiexec")
 
+# Pipeline flags for a run small enough for 2 shared cores (built-in simulation, 128² image).
+SMALL = ["--size", "128", "128", "--scale", "120asec", "--niter", "100", "--mgain", "0.8",
+         "--time-partitions", "2", "--no-dashboard", "--no-png"]  # fmt: skip
+
 
 def run_or_dump(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` in its own session; on a

@@ -17,23 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO
+from conftest import PYTHON, REPO, SMALL
 
-SMALL = [
-    "--size",
-    "128",
-    "128",
-    "--scale",
-    "120asec",
-    "--niter",
-    "100",
-    "--mgain",
-    "0.8",
-    "--time-partitions",
-    "2",
-    "--no-png",
-    "--no-dashboard",
-]
 NWORKERS = 2
 
 

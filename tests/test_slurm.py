@@ -12,29 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, run_or_dump
+from conftest import PYTHON, REPO, SMALL, run_or_dump
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slurm]
 
-# Small enough for 2 shared cores. Jobs ask for 1 GB per CPU so that they fit the node's
-# RealMemory (80 % of this machine's) on small CI machines too.
+# Batch jobs ask for 1 GB per CPU so that they fit the node's RealMemory (80 % of this
+# machine's) on small CI machines too.
 SBATCH = ["--mem-per-cpu=1G"]
-SMALL = [
-    "--size",
-    "128",
-    "128",
-    "--scale",
-    "120asec",
-    "--niter",
-    "100",
-    "--mgain",
-    "0.8",
-    "--time-partitions",
-    "2",
-    "--no-dashboard",
-    "--no-png",
-]
 
 
 @pytest.fixture(scope="session")
