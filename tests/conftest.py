@@ -93,6 +93,29 @@ def small_meta(vis: Visibility) -> StoreMeta:
                      telescope="TEST", provenance={"test": True})
 
 
+_SESSION_START = time.time()
+
+
+def _mapped_anywhere(path: str) -> bool:
+    """Whether any process has ``path`` mapped (read from /proc/*/maps)."""
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            if path in maps.read_text():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the MPICH shared-memory segments that MPI jobs killed by the tests left in
+    /dev/shm (4 MiB each): only those created during this session and mapped by no process."""
+    for f in Path("/dev/shm").glob("mpich_*"):
+        with contextlib.suppress(OSError):
+            if f.stat().st_mtime >= _SESSION_START and not _mapped_anywhere(str(f)):
+                f.unlink()
+
+
 # Outcomes that depend on the launcher's timing, not on our code: with MPICH's
 # -disable-auto-cleanup a killed worker rank sometimes ends the job and sometimes lets it
 # finish on the remaining workers (both seen on this machine). Kept as a record, not a gate.

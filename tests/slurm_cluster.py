@@ -4,13 +4,14 @@ Everything lives under one temporary directory: the munge key, socket and logs, 
 slurm.conf, state, spool and pid files. No systemd, no cgroups
 (``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``); the node advertises more
 CPUs than the machine has (``SlurmdParameters=config_overrides``) so that a 4-rank job fits
-on 2 cores. Daemons are stopped by PID.
+on 2 cores. Job ids start at a random number (see ``first_job_id``). Daemons are stopped by PID.
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -39,6 +40,11 @@ class SlurmCluster:
     def __init__(self, root: Path, cpus: int = 8) -> None:
         self.root = Path(root)
         self.cpus = cpus
+        # Job ids start at a random number, not 1: MPICH names its shared-memory segment after
+        # the PMI job name, which srun makes "JOBID.STEPID", and opens an existing one. A
+        # segment left in /dev/shm by a killed job "1.0" of an earlier throw-away cluster made
+        # the next cluster's job 1 hang in MPI_Init (seen in CI).
+        self.first_job_id = random.randint(10_000, 60_000_000)
         self.pids: list[int] = []
         self.procs: list[subprocess.Popen] = []
         self.env = dict(os.environ)
@@ -89,6 +95,7 @@ MpiDefault=pmi2
 ReturnToService=2
 SlurmdParameters=config_overrides
 MinJobAge=3600
+FirstJobId={self.first_job_id}
 KillWait=5
 InactiveLimit=0
 SlurmdTimeout=30

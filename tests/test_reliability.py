@@ -524,12 +524,13 @@ def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store
 
 @pytest.mark.parametrize("limit", ["100MB", "120MB"])
 def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli, limit):
-    """A worker memory limit too small for one partition. Two endings, both seen on the same
-    machine and both needing a one-line error naming the limit and the ways out, exit 2, no
+    """A worker memory limit too small for one partition. Three endings, all seen on the same
+    machine and all needing a one-line error naming the limit and the ways out, exit 2, no
     images, and no hang: the nanny kills and restarts the worker until Dask gives up on the
-    task (KilledWorker), or the interpreter alone is above Dask's pause threshold (80 % of
-    the limit) so the worker never starts the task (the watchdog, after --cluster-timeout).
-    Which one a limit gives depends on the machine's baseline process memory."""
+    task (KilledWorker); the interpreter alone is above Dask's pause threshold (80 % of the
+    limit) so the worker never starts the task; or the nanny stops restarting the worker
+    (the last two end by the watchdog after --cluster-timeout). Which one a limit gives
+    depends on the machine's baseline process memory and load."""
     t0 = time.monotonic()
     r = pipeline(
         tmp_path,
@@ -540,7 +541,8 @@ def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli,
     )
     assert r.returncode == 2
     line = one_line_error(r, "--memory-limit", "--stream", "MiB")
-    assert ("each died running it" in line) or ("paused at 80% of its memory limit" in line), line
+    endings = ("each died running it", "paused at 80% of its memory limit", "had no worker for 15 s")
+    assert any(e in line for e in endings), line
     assert not list(tmp_path.glob("x-*.fits"))
     assert time.monotonic() - t0 < 120
 

@@ -304,6 +304,7 @@ class WorkerWatchdog:
 
         self.client, self.grace, self.poll = client, grace, poll
         self.reason: str | None = None
+        self._limit = 0  # the largest worker memory limit seen (bytes; 0: none or unknown)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arl-worker-watchdog", daemon=True)
 
@@ -324,8 +325,8 @@ class WorkerWatchdog:
             return None
         if not workers:
             return "none"
+        self._limit = max((w.get("memory_limit") or 0) for w in workers.values())
         if all(w.get("status") == "paused" for w in workers.values()) and self._waiting():
-            self._limit = max((w.get("memory_limit") or 0) for w in workers.values())
             return "paused"
         return "ok"
 
@@ -337,14 +338,20 @@ class WorkerWatchdog:
             return True
 
     def _why(self, state: str) -> str:
+        limit = self._limit
+        shown = f"{limit / 2**20:.0f} MiB" if limit else "its limit"
         if state == "none":
+            hint = (
+                f"; if the lines above say 'exceeded 95% memory budget', the worker memory limit "
+                f"({shown}) is too small: raise --memory-limit or use --stream"
+                if limit
+                else ""
+            )
             return (
                 f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
-                "and none came back; see the nanny/memory lines above); the last checkpoint, if "
-                "any, can be continued with --resume"
+                f"and none came back{hint}); the last checkpoint, if any, can be continued "
+                "with --resume"
             )
-        limit = getattr(self, "_limit", 0)
-        shown = f"{limit / 2**20:.0f} MiB" if limit else "its limit"
         return (
             f"every Dask worker has been paused at 80% of its memory limit ({shown}) for "
             f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: raise "
