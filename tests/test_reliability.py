@@ -641,6 +641,6 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
     )
     t0 = time.monotonic()
     with dask.config.set({"distributed.worker.memory.pause": 0.01}):
-        with pytest.raises(ClusterError, match=r"paused at 80% of its memory limit \(1907 MiB\)"):
+        with pytest.raises(ClusterError, match=r"paused at 1% of its memory limit \(1907 MiB\)"):
             run_with_client(job, settings)
     assert time.monotonic() - t0 < 30

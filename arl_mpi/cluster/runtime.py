@@ -290,7 +290,7 @@ class WorkerWatchdog:
       LocalCluster's nannies stopped starting workers and the driver sat in
       ``Future.result()``);
     * every worker *paused* while the driver waits on a task: Dask pauses a worker at 80 % of
-      its memory limit and starts nothing on it until spilling brings it below; memory that
+      its memory limit (``distributed.worker.memory.pause``) and starts nothing on it until spilling brings it below; memory that
       cannot be spilled (the interpreter and libraries themselves, with a limit of ~100 MB)
       keeps it paused for good, and no KilledWorker ever comes.
 
@@ -352,8 +352,12 @@ class WorkerWatchdog:
                 f"and none came back{hint}); the last checkpoint, if any, can be continued "
                 "with --resume"
             )
+        import dask
+
+        pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+        at = f"{pause:.0%} of" if isinstance(pause, (int, float)) and pause else "the pause threshold of"
         return (
-            f"every Dask worker has been paused at 80% of its memory limit ({shown}) for "
+            f"every Dask worker has been paused at {at} its memory limit ({shown}) for "
             f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: raise "
             "--memory-limit, use --stream if not already, or split the store into more, smaller "
             "partitions"
