@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from simstore import ensure_simulated_store  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -42,10 +43,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     store = work / "obs.store"
-    if not (store / "index.h5").exists():
-        subprocess.run([PY, "-m", "arl_mpi.simulate", str(store), "--time-partitions", str(args.partitions),
-                        "--sim-ntimes", str(args.ntimes), "--sim-nchan", str(args.nchan), "--sim-rmax-m",
-                        str(args.rmax), "--processes", "2"], check=True, env=env)
+    ensure_simulated_store(store, args.partitions, args.ntimes, args.nchan, args.rmax, env=env)
     flags = ["--vis", str(store), "--size", str(args.size), str(args.size), "--scale", args.scale, "--niter",
              str(args.niter), "--mgain", "0.8", "--auto-threshold", "3", "--no-png", "--no-dashboard",
              "--no-checkpoint", "--log-level", "WARNING"]

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from simstore import ensure_simulated_store  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -227,27 +228,7 @@ def main() -> None:
         from arl_mpi.io.store import open_store
 
         store = out / "sim.store"
-        if not (store / "index.h5").exists():
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "arl_mpi.simulate",
-                    str(store),
-                    "--time-partitions",
-                    "8",
-                    "--sim-ntimes",
-                    str(args.sim_ntimes),
-                    "--sim-nchan",
-                    str(args.sim_nchan),
-                    "--sim-rmax-m",
-                    "1000",
-                    "--processes",
-                    "2",
-                ],
-                check=True,
-                env=dict(os.environ, PYTHONPATH=str(REPO)),
-            )
+        ensure_simulated_store(store, 8, args.sim_ntimes, args.sim_nchan)
         if not ms.exists():
             write_ms(
                 open_store(store), ms, telescope="MWA"

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
+from simstore import ensure_simulated_store  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,29 +56,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     store = work / "big.store"
-    if not (store / "index.h5").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "arl_mpi.simulate",
-                str(store),
-                "--time-partitions",
-                str(args.partitions),
-                "--sim-ntimes",
-                str(args.ntimes),
-                "--sim-nchan",
-                str(args.nchan),
-                "--sim-rmax-m",
-                "1000",
-                "--processes",
-                "2",
-                "--log-level",
-                "WARNING",
-            ],
-            check=True,
-            env=env,
-        )
+    ensure_simulated_store(store, args.partitions, args.ntimes, args.nchan, env=env, quiet=True)
     size = du(store)
     cmd = [
         sys.executable,

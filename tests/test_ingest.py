@@ -344,24 +344,15 @@ def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
         "--time-partitions",
         "2",
     ]
-    r = subprocess.run(
-        [*args, "--name", str(tmp_path / "a")],
-        capture_output=True,
-        text=True,
-        env=env_cli,
-        cwd=tmp_path,
-        timeout=300,
-    )
+
+    def image(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*args, "--name", str(tmp_path / name)], capture_output=True,
+                              text=True, env=env_cli, cwd=tmp_path, timeout=300)  # fmt: skip
+
+    r = image("a")
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "vla.uvfits.arlstore" / "index.h5").exists() and "ingesting" in r.stderr
-    r = subprocess.run(
-        [*args, "--name", str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        env=env_cli,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    r = image("b")
     assert r.returncode == 0 and "reusing" in r.stderr
     a, b = fits.getdata(tmp_path / "a-dirty.fits"), fits.getdata(tmp_path / "b-dirty.fits")
     np.testing.assert_array_equal(a, b)

@@ -17,6 +17,8 @@ from conftest import MPIEXEC, PYTHON, REPO, run_or_dump, small_meta, small_visib
 from arl_mpi.io.store import write_store
 
 FAST = ["--size", "256", "256", "--scale", "60asec", "--no-dashboard", "--no-png"]
+# Many short major cycles (so that a run can be interrupted after its first checkpoint).
+CYCLES = [*FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1", "--nmiter", "30"]
 
 
 def pipeline(tmp: Path, args: list[str], env: dict, ranks: int = 0, timeout: float = 300, **kw):
@@ -34,6 +36,33 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
         assert n in lines[-1], (n, lines[-1])
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     return lines[-1]
+
+
+def start_until_checkpoint(cmd: list[str], cwd: Path, env: dict, capture: bool = True):
+    """Start ``cmd`` in its own session and return (process, checkpoint path) once the run's
+    first checkpoint (``run-checkpoint.h5``) exists, the run ended, or 120 s passed."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=out, text=True,
+                         start_new_session=True)  # fmt: skip
+    ck = cwd / "run-checkpoint.h5"
+    t_end = time.monotonic() + 120
+    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
+        time.sleep(0.05)
+    return p, ck
+
+
+def kill_and_collect(p: subprocess.Popen, victim: int, timeout: float) -> tuple[str, str, float]:
+    """SIGKILL ``victim`` (one process of the run ``p``) and wait for the run to end; returns
+    (stdout, stderr, seconds from the kill to the end). The run's session is killed if it is
+    still there after ``timeout``."""
+    t_kill = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    return out, err, time.monotonic() - t_kill
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +89,19 @@ def snapshot(path: Path) -> dict[str, tuple[int, float, bytes]]:
 
 @pytest.mark.mpi
 def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
-    clean = [
-        "--vis",
-        str(store),
-        *FAST,
-        "--niter",
-        "3000",
-        "--mgain",
-        "0.3",
-        "--auto-threshold",
-        "1",
-        "--nmiter",
-        "30",
-    ]
+    clean = ["--vis", str(store), *CYCLES]
     before = snapshot(store)
     r = pipeline(tmp_path, ["--name", "ref", *clean], env_cli, ranks=4)
     assert r.returncode == 0, r.stderr[-2000:]
     ref_cycles = json.loads((tmp_path / "ref-summary.json").read_text())["cycles"]
     assert len(ref_cycles) >= 4
     # start the same run, kill the whole job once the first checkpoint exists
-    p = subprocess.Popen(
+    p, ck = start_until_checkpoint(
         [MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--name", "run", *clean],
-        env=env_cli,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        tmp_path,
+        env_cli,
+        capture=False,
     )
-    ck = tmp_path / "run-checkpoint.h5"
-    t_end = time.monotonic() + 120
-    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
-        time.sleep(0.05)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
     assert ck.exists()
@@ -274,49 +285,16 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     """Local cluster: a killed worker is replaced and the run completes with the same images.
     Under mpiexec (MPICH kills the job when a rank dies): every rank ends promptly, non-zero,
     and the checkpoint lets --resume finish the run."""
-    args = [
-        "--vis",
-        str(store),
-        *FAST,
-        "--niter",
-        "3000",
-        "--mgain",
-        "0.3",
-        "--auto-threshold",
-        "1",
-        "--nmiter",
-        "30",
-        "--name",
-        "run",
-    ]
+    args = ["--vis", str(store), *CYCLES, "--name", "run"]
     cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
     if mode == "local":
         cmd += ["--workers", "2"]
     else:
         cmd = [MPIEXEC, "-n", "4", *cmd]
-    p = subprocess.Popen(
-        cmd,
-        env=env_cli,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    ck = tmp_path / "run-checkpoint.h5"
-    t_end = time.monotonic() + 120
-    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
-        time.sleep(0.05)
+    p, _ = start_until_checkpoint(cmd, tmp_path, env_cli)
     victims = _local_worker_pids(p.pid) if mode == "local" else _rank_pids(2, p.pid)
     assert victims, "no worker process found"
-    t_kill = time.monotonic()
-    os.kill(victims[0], signal.SIGKILL)
-    try:
-        out, err = p.communicate(timeout=240)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    ended = time.monotonic() - t_kill
+    out, err, ended = kill_and_collect(p, victims[0], timeout=240)
     if mode == "local":
         assert p.returncode == 0, err[-3000:]
         assert (tmp_path / "run-image.fits").is_file()
@@ -474,44 +452,15 @@ def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store
     it forever; see docs/reliability.md.)"""
     import h5py
 
-    args = [
-        "--vis",
-        str(store),
-        *FAST,
-        "--niter",
-        "3000",
-        "--mgain",
-        "0.3",
-        "--auto-threshold",
-        "1",
-        "--nmiter",
-        "30",
-        "--name",
-        "run",
-    ]
-    p = subprocess.Popen(
+    args = ["--vis", str(store), *CYCLES, "--name", "run"]
+    p, ck = start_until_checkpoint(
         [MPIEXEC, "-disable-auto-cleanup", "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", *args],
-        env=env_cli,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+        tmp_path,
+        env_cli,
     )
-    ck = tmp_path / "run-checkpoint.h5"
-    t_end = time.monotonic() + 120
-    while not ck.exists() and time.monotonic() < t_end and p.poll() is None:
-        time.sleep(0.05)
     victims = _rank_pids(2, p.pid)
     assert victims, "no worker rank found"
-    t_kill = time.monotonic()
-    os.kill(victims[0], signal.SIGKILL)
-    try:
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    ended = time.monotonic() - t_kill
+    out, err, ended = kill_and_collect(p, victims[0], timeout=120)
     assert p.returncode != 0 and ended < 60, (p.returncode, ended)
     # hydra sends SIGTERM and SIGKILL back to back, so its own line (on stdout) is the message
     assert "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)" in out + err, (

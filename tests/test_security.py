@@ -85,6 +85,16 @@ def non_loopback_ip() -> str | None:
     return None if ip.startswith("127.") else ip
 
 
+def assert_dashboard_on_loopback_only(port: int) -> None:
+    """The dashboard answers on 127.0.0.1 and not on the machine's other address."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3):
+        pass
+    ip = non_loopback_ip()
+    if ip:
+        with pytest.raises(OSError):
+            socket.create_connection((ip, port), timeout=3).close()
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("mode", ["mpi", "local"])
 def test_cluster_refuses_clients_without_job_credentials(tmp_path, env_cli, mode):
@@ -104,14 +114,7 @@ def test_cluster_refuses_clients_without_job_credentials(tmp_path, env_cli, mode
         info = json.loads(addr_file.read_text())
         assert info["address"].startswith("tls://")
         outcomes = attempt_connections(info["address"])
-        # dashboard: reachable on loopback, not on the machine's other address
-        port = info["dashboard"]
-        with socket.create_connection(("127.0.0.1", port), timeout=3):
-            pass
-        ip = non_loopback_ip()
-        if ip:
-            with pytest.raises(OSError):
-                socket.create_connection((ip, port), timeout=3).close()
+        assert_dashboard_on_loopback_only(info["dashboard"])
     finally:
         (tmp_path / "done").write_text("")
         out, err = p.communicate(timeout=120)
@@ -193,12 +196,7 @@ def test_pipeline_under_mpiexec_refuses_intruders_and_leaks_no_secrets(tmp_path,
         address = re.search(r"scheduler on rank 0 \((tls://[^)]+)\)", line).group(1)
         port = int(re.search(r"dashboard: http://localhost:(\d+)/status", line).group(1))
         outcomes = attempt_connections(address)
-        with socket.create_connection(("127.0.0.1", port), timeout=3):
-            pass
-        ip = non_loopback_ip()
-        if ip:
-            with pytest.raises(OSError):
-                socket.create_connection((ip, port), timeout=3).close()
+        assert_dashboard_on_loopback_only(port)
         still_running = p.poll() is None
         out = p.stdout.read()
         p.wait(timeout=300)

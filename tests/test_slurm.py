@@ -36,13 +36,19 @@ def slurm():
     cluster.stop()
 
 
-def test_sbatch_template_completes(slurm, tmp_path):
+def batch_env(tmp_path: Path) -> dict[str, str]:
+    """What the batch template reads: the venv, the output directory (under ``tmp_path``,
+    made readable to SLURM) and the checkout."""
     os.chmod(tmp_path, 0o755)
-    env = {
+    return {
         "ARL_VENV": str(Path(PYTHON).parent.parent),
         "ARL_OUTPUT": str(tmp_path / "out"),
         "ARL_HOME": str(REPO),
     }
+
+
+def test_sbatch_template_completes(slurm, tmp_path):
+    env = batch_env(tmp_path)
     r = slurm.sbatch_wait(
         [*SBATCH, str(REPO / "launch/slurm/arl_mpi.sbatch"), *SMALL],
         cwd=tmp_path,
@@ -86,12 +92,7 @@ def test_srun_pipeline(slurm, tmp_path):
 
 
 def test_failing_job_ends_failed_quickly(slurm, tmp_path):
-    os.chmod(tmp_path, 0o755)
-    env = {
-        "ARL_VENV": str(Path(PYTHON).parent.parent),
-        "ARL_OUTPUT": str(tmp_path / "out"),
-        "ARL_HOME": str(REPO),
-    }
+    env = batch_env(tmp_path)
     t0 = time.monotonic()
     r = slurm.sbatch_wait(
         [

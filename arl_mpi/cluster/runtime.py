@@ -265,6 +265,12 @@ def detect_mode() -> str:
     return "local"
 
 
+MEMORY_ADVICE = (
+    "raise --memory-limit, use --stream if not already, or split the store into more, smaller "
+    "partitions"
+)
+
+
 def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterError:
     """A one-line ClusterError for Dask's KilledWorker (workers died running the same task,
     almost always because the task needs more memory than the worker's limit)."""
@@ -276,8 +282,7 @@ def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterE
     return ClusterError(
         f"task {key} was tried on {tries} workers and each died running it (usually the worker "
         f"memory limit, here {shown}, is too small for one partition; see the nanny's "
-        "'exceeded 95% memory budget' lines): raise --memory-limit, use --stream if not already, or split the "
-        "store into more, smaller partitions"
+        f"'exceeded 95% memory budget' lines): {MEMORY_ADVICE}"
     )
 
 
@@ -290,9 +295,10 @@ class WorkerWatchdog:
       LocalCluster's nannies stopped starting workers and the driver sat in
       ``Future.result()``);
     * every worker *paused* while the driver waits on a task: Dask pauses a worker at 80 % of
-      its memory limit (``distributed.worker.memory.pause``) and starts nothing on it until spilling brings it below; memory that
-      cannot be spilled (the interpreter and libraries themselves, with a limit of ~100 MB)
-      keeps it paused for good, and no KilledWorker ever comes.
+      its memory limit (``distributed.worker.memory.pause``) and starts nothing on it until
+      spilling brings it below; memory that cannot be spilled (the interpreter and libraries
+      themselves, with a limit of ~100 MB) keeps it paused for good, and no KilledWorker
+      ever comes.
 
     A thread polls the scheduler every ``poll`` s; after ``grace`` s in either state it
     records why and closes the client, which releases the driver's wait; :func:`_run_job`
@@ -358,22 +364,21 @@ class WorkerWatchdog:
         at = f"{pause:.0%} of" if isinstance(pause, (int, float)) and pause else "the pause threshold of"
         return (
             f"every Dask worker has been paused at {at} its memory limit ({shown}) for "
-            f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: raise "
-            "--memory-limit, use --stream if not already, or split the store into more, smaller "
-            "partitions"
+            f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: "
+            f"{MEMORY_ADVICE}"
         )
 
     def _run(self) -> None:
         import time
 
-        since, last = None, None
+        since, last = 0.0, None  # when the current bad state ("none"/"paused") began
         while not self._stop.wait(self.poll):
             state = self._state()
-            if state in (None, "ok") or state != last:
-                since, last = None, state
-                if state in (None, "ok"):
-                    continue
-            since = since or time.monotonic()
+            if state in (None, "ok"):
+                last = None
+                continue
+            if state != last:
+                since, last = time.monotonic(), state
             if time.monotonic() - since >= self.grace:
                 self.reason = self._why(state)
                 log.error("%s", self.reason)
