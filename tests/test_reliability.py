@@ -593,3 +593,36 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
         with pytest.raises(ClusterError, match=r"paused at 1% of its memory limit \(1907 MiB\)"):
             run_with_client(job, settings)
     assert time.monotonic() - t0 < 30
+
+
+_DYING_WORKER = '''
+import multiprocessing as mp
+import sys
+
+
+def target(msg):
+    import arl_mpi.cluster.worker_setup  # noqa: F401  (what Dask's worker preload imports)
+    raise RuntimeError(msg)
+
+
+if __name__ == "__main__":
+    p = mp.get_context("spawn").Process(target=target, args=(sys.argv[1],),
+                                        name="Dask Worker process (from Nanny)")
+    p.start()
+    p.join()
+    sys.exit(p.exitcode)
+'''
+
+
+@pytest.mark.parametrize("error, printed", [("ConnectionPool is closed", False), ("boom", True)])
+def test_worker_process_shutdown_traceback_dropped_other_errors_kept(tmp_path, env_cli, error, printed):
+    """A nanny's worker process that dies of a shutdown-only error (seen in CI: the cluster
+    closed while the nanny restarted a worker killed at its memory limit, and the process
+    ended with "RuntimeError: ConnectionPool is closed") prints no traceback; any other error
+    is printed as before. Both still exit non-zero."""
+    script = tmp_path / "dying_worker.py"
+    script.write_text(_DYING_WORKER)
+    r = run_or_dump([PYTHON, str(script), error], 60, env=env_cli, cwd=tmp_path)
+    assert r.returncode == 1
+    assert ("Traceback" in r.stderr) is printed, r.stderr
+    assert (error in r.stderr) is printed, r.stderr

@@ -142,6 +142,9 @@ def current_security():
     return Security()
 
 
+WORKER_SETUP = "arl_mpi.cluster.worker_setup"
+
+
 def configure_dask(settings: ClusterSettings) -> None:
     """Process-wide Dask settings: scratch directory, quiet shutdown, no work stealing of
     partition-resident tasks (their data already sit on one worker)."""
@@ -152,28 +155,43 @@ def configure_dask(settings: ClusterSettings) -> None:
             "distributed.worker.daemon": False,
             "distributed.admin.tick.limit": "30s",
             "distributed.comm.timeouts.connect": f"{int(settings.timeout)}s",
+            # every worker process this job starts (and its restarts) is quiet from the start
+            "distributed.worker.preload": _with_worker_setup(
+                dask.config.get("distributed.worker.preload", None)
+            ),
         }
     )
     quiet_shutdown_noise()
 
 
+def _with_worker_setup(preload) -> list[str]:
+    """The configured worker preloads plus :mod:`arl_mpi.cluster.worker_setup` (once)."""
+    mods = [preload] if isinstance(preload, str) else list(preload or [])
+    return mods if WORKER_SETUP in mods else [*mods, WORKER_SETUP]
+
+
+# Messages of Dask's shutdown chatter (and of errors only a closing cluster raises).
+SHUTDOWN_NOISE = (
+    "CommClosedError",
+    "StreamClosedError",
+    "Stream is closed",
+    "Connection refused",
+    "Failed to reconnect",
+    "Timed out trying to connect",
+    "Closing Nanny",
+    "Connection to scheduler broken",
+    "caused the cluster to lose",
+    "ConnectionPool is closed",
+    # a task's exception reaches the driver, which reports it once (with a traceback
+    # in the log when it is a bug): the worker's copy is noise
+    "Compute Failed",
+)
+
+
 class _ShutdownNoiseFilter(logging.Filter):
     """Drop the CommClosedError/StreamClosedError tracebacks Dask logs while a cluster closes."""
 
-    NOISE = (
-        "CommClosedError",
-        "StreamClosedError",
-        "Stream is closed",
-        "Connection refused",
-        "Failed to reconnect",
-        "Timed out trying to connect",
-        "Closing Nanny",
-        "Connection to scheduler broken",
-        "caused the cluster to lose",
-        # a task's exception reaches the driver, which reports it once (with a traceback
-        # in the log when it is a bug): the worker's copy is noise
-        "Compute Failed",
-    )
+    NOISE = SHUTDOWN_NOISE
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[0] is not None:
@@ -197,6 +215,7 @@ def quiet_shutdown_noise() -> None:
         "distributed.batched",
         "distributed.nanny",
         "distributed.client",
+        "distributed.utils",
         "distributed.utils_perf",
         "distributed.http.proxy",
         "tornado.application",
