@@ -577,6 +577,13 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
     monkeypatch.delenv("ARL_DASK_SCHEDULER_FILE", raising=False)
 
     def job(client):
+        # Dask pauses a worker at its memory monitor's first tick, not at start: wait for it,
+        # or the task may run before the pause
+        t_end = time.monotonic() + 20
+        while time.monotonic() < t_end and any(
+            w["status"] != "paused" for w in client.scheduler_info()["workers"].values()
+        ):
+            time.sleep(0.1)
         return client.submit(sum, [1, 2], pure=False).result()
 
     settings = ClusterSettings(
