@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+from arl_mpi.cluster.runtime import run_with_client
+from arl_mpi.cluster.settings import ClusterSettings
 from arl_mpi.graphs import graphs as G
 from arl_mpi.graphs.partitions import GridSpec
 from arl_mpi.imaging.beam import fit_beam
@@ -64,7 +65,7 @@ def main() -> None:
               f"written to {out}/dirty.fits")
         return 0
 
-    run_with_client(job, ClusterSettings(n_workers=2, tls=False, dashboard_address="127.0.0.1:0"))
+    run_with_client(job, ClusterSettings(workers=2, tls=False, dashboard_address="127.0.0.1:0"))
 
 
 if __name__ == "__main__":

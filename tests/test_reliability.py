@@ -536,7 +536,8 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
     """Every worker gone for good (here: the local cluster scaled to 0 under a running task;
     in the soak benchmark: the nannies gave up after repeated memory-limit restarts): the
     job ends after the cluster timeout with a ClusterError instead of waiting forever."""
-    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+    from arl_mpi.cluster.runtime import run_with_client
+    from arl_mpi.cluster.settings import ClusterSettings
     from arl_mpi.errors import ClusterError
 
     monkeypatch.delenv("ARL_DASK_SCHEDULER", raising=False)
@@ -551,12 +552,12 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
 
     t0 = time.monotonic()
     settings = ClusterSettings(
-        n_workers=1,
+        workers=1,
         threads_per_worker=1,
-        timeout=5,
+        cluster_timeout=5,
         tls=False,
         dashboard=False,
-        local_directory=str(tmp_path),
+        scratch=str(tmp_path),
     )
     with pytest.raises(ClusterError, match="no worker for 5 s"):
         run_with_client(job, settings)
@@ -570,7 +571,8 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
     The pause threshold is lowered to 1 % here so that every worker is paused from the start."""
     import dask
 
-    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+    from arl_mpi.cluster.runtime import run_with_client
+    from arl_mpi.cluster.settings import ClusterSettings
     from arl_mpi.errors import ClusterError
 
     monkeypatch.delenv("ARL_DASK_SCHEDULER", raising=False)
@@ -587,13 +589,13 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
         return client.submit(sum, [1, 2], pure=False).result()
 
     settings = ClusterSettings(
-        n_workers=1,
+        workers=1,
         threads_per_worker=1,
         memory_limit="2GB",
-        timeout=5,
+        cluster_timeout=5,
         tls=False,
         dashboard=False,
-        local_directory=str(tmp_path),
+        scratch=str(tmp_path),
     )
     t0 = time.monotonic()
     with dask.config.set({"distributed.worker.memory.pause": 0.01}):

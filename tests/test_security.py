@@ -23,7 +23,8 @@ JOB = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from arl_mpi.cli import run_cli, setup_logging
-    from arl_mpi.cluster.runtime import ClusterSettings, run_with_client
+    from arl_mpi.cluster.runtime import run_with_client
+    from arl_mpi.cluster.settings import ClusterSettings
 
     def job(client):
         out = Path(sys.argv[1])
@@ -41,7 +42,7 @@ JOB = textwrap.dedent("""
 
     def main(argv):
         setup_logging("INFO")
-        return run_with_client(job, ClusterSettings(n_workers=1, local_directory=str(Path(sys.argv[1]) / "scratch"),
+        return run_with_client(job, ClusterSettings(workers=1, scratch=str(Path(sys.argv[1]) / "scratch"),
                                                     dashboard_address=sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:0"))
 
     if __name__ == "__main__":

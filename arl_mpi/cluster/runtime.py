@@ -22,12 +22,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import dask
 
 from arl_mpi.cli import mpi_rank_size
+from arl_mpi.cluster.settings import ClusterSettings
 from arl_mpi.errors import ArlError, ClusterError
 
 log = logging.getLogger(__name__)
@@ -45,39 +45,9 @@ _TLS_KEYS = (
 )
 
 
-@dataclass
-class ClusterSettings:
-    """How to start or reach the Dask cluster.
-
-    Attributes
-    ----------
-    threads_per_worker : int or None, threads of each worker (None: the cores this rank owns,
-        from SLURM_CPUS_PER_TASK or OMP_NUM_THREADS, else 1 under MPI; local: cores / workers)
-    memory_limit : str, per worker, e.g. ``"4GB"``, ``"auto"`` (Dask's meaning) or ``"0"`` (none)
-    local_directory : str or None, Dask scratch (spill) directory; default ``$ARL_SCRATCH``,
-        else ``$SLURM_TMPDIR``/``$TMPDIR``, else ``./arl-scratch``
-    n_workers : int or None, local mode only
-    dashboard : bool
-    dashboard_address : str, default ``127.0.0.1:8787`` (reach it through an ssh tunnel)
-    tls : bool, encrypt and authenticate all cluster traffic (default True)
-    interface : str or None, network interface for scheduler and workers (e.g. ``ib0``)
-    timeout : float, seconds to wait for the scheduler and for all workers
-    """
-
-    threads_per_worker: int | None = None
-    memory_limit: str = "auto"
-    local_directory: str | None = None
-    n_workers: int | None = None
-    dashboard: bool = True
-    dashboard_address: str = "127.0.0.1:8787"
-    tls: bool = True
-    interface: str | None = None
-    timeout: float = 60.0
-
-
 def scratch_directory(settings: ClusterSettings) -> str:
     """Dask's temporary directory (never a shared ``/tmp/dask-scratch-space`` by default)."""
-    d = settings.local_directory or os.environ.get("ARL_SCRATCH")
+    d = settings.scratch or os.environ.get("ARL_SCRATCH")
     if not d:
         base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR")
         d = str(Path(base) / "arl-scratch") if base else str(Path.cwd() / "arl-scratch")
@@ -154,7 +124,7 @@ def configure_dask(settings: ClusterSettings) -> None:
             "distributed.scheduler.work-stealing": False,
             "distributed.worker.daemon": False,
             "distributed.admin.tick.limit": "30s",
-            "distributed.comm.timeouts.connect": f"{int(settings.timeout)}s",
+            "distributed.comm.timeouts.connect": f"{int(settings.cluster_timeout)}s",
             # every worker process this job starts (and its restarts) is quiet from the start
             "distributed.worker.preload": _with_worker_setup(
                 dask.config.get("distributed.worker.preload", None)
@@ -411,7 +381,7 @@ def _run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
     worker-less cluster turned into one-line ClusterErrors."""
     from distributed import KilledWorker
 
-    with WorkerWatchdog(client, grace=settings.timeout) as dog:
+    with WorkerWatchdog(client, grace=settings.cluster_timeout) as dog:
         try:
             return job(client)
         except KilledWorker as e:
@@ -452,11 +422,11 @@ def connect_external(settings: ClusterSettings):
     if sfile and not addr and not Path(sfile).is_file():
         raise ClusterError(f"{SCHEDULER_FILE_ENV}={sfile}: no such scheduler file")
     try:
-        client = Client(**kwargs, timeout=settings.timeout, security=current_security())
+        client = Client(**kwargs, timeout=settings.cluster_timeout, security=current_security())
     except (OSError, TimeoutError) as e:
         raise ClusterError(
             f"{SCHEDULER_ENV}={target}: cannot reach the Dask scheduler within "
-            f"{settings.timeout:.0f} s ({type(e).__name__})"
+            f"{settings.cluster_timeout:.0f} s ({type(e).__name__})"
         ) from None
     nworkers = len(client.scheduler_info()["workers"])
     register_plugins(client)
@@ -468,7 +438,7 @@ def connect_external(settings: ClusterSettings):
     )
     try:
         if nworkers == 0:
-            client.wait_for_workers(1, timeout=settings.timeout)
+            client.wait_for_workers(1, timeout=settings.cluster_timeout)
         yield client
     finally:
         client.close()
@@ -480,7 +450,7 @@ def local_client(settings: ClusterSettings):
     from distributed import Client, LocalCluster
 
     ncores = os.cpu_count() or 1
-    n_workers = settings.n_workers or max(1, min(ncores, 4))
+    n_workers = settings.workers or max(1, min(ncores, 4))
     threads = settings.threads_per_worker or max(1, ncores // n_workers)
     kwargs = {}
     if settings.tls:
@@ -537,7 +507,7 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
         dashboard=settings.dashboard,
         dashboard_address=settings.dashboard_address,
         protocol="tls" if tls else None,
-        worker_options={"death_timeout": settings.timeout},
+        worker_options={"death_timeout": settings.cluster_timeout},
         comm=comm,
         exit=False,
     )
@@ -550,8 +520,8 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
     try:
         from distributed import Client
 
-        client = Client(timeout=settings.timeout, security=current_security())
-        client.wait_for_workers(size - 2, timeout=settings.timeout)
+        client = Client(timeout=settings.cluster_timeout, security=current_security())
+        client.wait_for_workers(size - 2, timeout=settings.cluster_timeout)
         register_plugins(client)
         log.info(
             "MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "

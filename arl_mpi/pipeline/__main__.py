@@ -18,13 +18,12 @@ log = logging.getLogger("arl_mpi.pipeline")
 
 
 def cluster_settings(s: Settings):
-    """ClusterSettings from pipeline settings."""
-    from arl_mpi.cluster.runtime import ClusterSettings
+    """ClusterSettings from pipeline settings (the same fields, defined once)."""
+    import dataclasses
 
-    return ClusterSettings(threads_per_worker=s.threads_per_worker, memory_limit=s.memory_limit,
-                           local_directory=s.scratch, n_workers=s.workers, dashboard=s.dashboard,
-                           dashboard_address=s.dashboard_address, tls=s.tls, interface=s.interface,
-                           timeout=s.cluster_timeout)
+    from arl_mpi.cluster.settings import ClusterSettings
+
+    return ClusterSettings(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ClusterSettings)})
 
 
 def run(s: Settings, client) -> int:
