@@ -1,6 +1,6 @@
 """General imaging with Dask (the seed's imaging-dask notebook, as a script).
 
-Builds Dask graphs over the partitions of a simulated LOW-core observation — load, weight
+Builds Dask graphs over the shards (one per worker) of a simulated LOW-core observation — load, weight
 density, PSF, dirty image — and computes them on a local Dask cluster (or on
 ``$ARL_DASK_SCHEDULER``). The graphs are plain ``dask.delayed`` objects: ``.compute()``
 them, hand them to any client, or persist the loaded partitions and reuse them.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from arl_mpi import graphs
 from arl_mpi.cluster.runtime import run_with_client
 from arl_mpi.cluster.settings import ClusterSettings
-from arl_mpi.graphs import graphs as G
-from arl_mpi.graphs.partitions import GridSpec
+from arl_mpi.graphs import GridSpec, Weighting
 from arl_mpi.imaging.beam import fit_beam
 from arl_mpi.io.fits import write_fits, write_png
 from arl_mpi.io.store import open_store
@@ -50,12 +50,16 @@ def main() -> None:
         print(f"Dask dashboard: {client.dashboard_link}")
         grid = GridSpec(npix_x=npix, npix_y=npix, cell=np.deg2rad(60 / 3600) * 256 / npix,
                         nchan_total=int(index.meta.frequency.size))
-        data = G.load_graph(str(store), range(len(index.partitions)))      # delayed, nothing runs yet
-        data = client.persist(data)                                          # resident on the workers
-        density = G.weight_density_graph(data, grid)                         # tree-summed uv density
-        uniform = G.reweight_graph(data, grid, density, "uniform", 0.0, None)
-        psf = G.normalise(client.compute(G.psf_graph(uniform, grid)).result())
-        dirty = G.normalise(client.compute(G.invert_graph(uniform, grid)).result())
+        nworkers = len(client.scheduler_info()["workers"])
+        sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
+        shards = graphs.plan_shards(sizes, nworkers)                         # one shard per worker
+        data = graphs.load_graph(str(store), shards)                         # delayed, nothing runs yet
+        data = graphs.persist_on_workers(client, data)                       # resident on the workers
+        density = client.compute(graphs.weight_density_graph(data, grid)).result()  # tree-summed uv density
+        weighting = graphs.constant(Weighting("uniform", 0.0, None, density))
+        uniform = graphs.reweight_graph(data, grid, weighting)
+        psf = graphs.normalise(client.compute(graphs.psf_graph(uniform, grid)).result())
+        dirty = graphs.normalise(client.compute(graphs.invert_graph(uniform, grid)).result())
         beam = fit_beam(psf[0], grid.cell)
         freqs = np.array([index.meta.frequency.mean()])
         img = make_image(index, dirty, grid.cell, freqs, "JY/BEAM", beam)

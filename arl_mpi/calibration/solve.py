@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from arl_mpi.calibration.gaintable import GainTable
+from arl_mpi.models import is_parallel_hand
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def select_solver_pols(
         Receptor names of the resulting gain table.
     """
     labels = [str(lab).upper() for lab in pol_labels]
-    parallel = [(k, lab[0]) for k, lab in enumerate(labels) if len(lab) == 2 and lab[0] == lab[1]]
+    parallel = [(k, lab[0]) for k, lab in enumerate(labels) if is_parallel_hand(lab, include_stokes_i=False)]
     if pol_mode == "scalar":
         if parallel:
             idx = [k for k, _ in parallel]
@@ -114,9 +115,11 @@ def _time_bins(time: np.ndarray, solint: float | None) -> tuple[np.ndarray, np.n
     t0 = time.min()
     if solint is None:
         raw = np.zeros(time.size, dtype=np.int64)
+    elif solint == 0:  # one solution per integration
+        raw = np.unique(time, return_inverse=True)[1].astype(np.int64)
     else:
         if not solint > 0:
-            raise ValueError(f"solint must be > 0 seconds or None, got {solint}")
+            raise ValueError(f"solint must be >= 0 seconds or None, got {solint}")
         # small offset so that rows exactly on a boundary go to the later bin
         raw = np.floor((time - t0) / solint + 1e-6).astype(np.int64)
     uniq, tbin = np.unique(raw, return_inverse=True)
@@ -251,8 +254,8 @@ def solve_gains(
     nant : int
         Number of antennas (gain-table antenna axis).
     solint : float or None, optional
-        Solution interval in seconds; None = one interval for the whole
-        partition.
+        Solution interval in seconds; 0 = one solution per integration; None = one
+        interval for the whole partition.
     freq_block : int or None, optional
         Channels per solution; None = all channels; 1 = per-channel bandpass.
     mode : {'phase', 'amp_phase'}, optional

@@ -39,7 +39,7 @@ class ClusterSettings:
     scratch: str | None = setting(
         None, "Dask scratch/spill directory (default $ARL_SCRATCH, $SLURM_TMPDIR, $TMPDIR, then a per-run "
               "directory that is removed at the end)")
-    dashboard: bool = setting(True, "serve the Dask dashboard", flag="--no-dashboard")
+    dashboard: bool = setting(True, "do not serve the Dask dashboard", flag="--no-dashboard")
     dashboard_address: str = setting(
         "127.0.0.1:8787", "dashboard address; default 127.0.0.1:8787 (use an ssh tunnel); 0.0.0.0:8787 exposes it")
     tls: bool = setting(True, "unencrypted cluster traffic (trusted networks only)", flag="--no-tls")

@@ -15,8 +15,9 @@ import numpy as np
 from arl_mpi.calibration.apply import apply_gains
 from arl_mpi.calibration.gaintable import GainTable
 from arl_mpi.calibration.solve import solve_gains
-from arl_mpi.graphs.partitions import GridSpec, ImagingData, sanitise
+from arl_mpi.graphs.shard_tasks import Shard, VisBlock, merge_blocks, sanitise
 from arl_mpi.imaging.gridding import predict
+from arl_mpi.imaging.gridspec import GridSpec
 from arl_mpi.imaging.stokes import to_stokes
 from arl_mpi.io.store import open_store, read_partition
 
@@ -51,25 +52,29 @@ def load_cal_data(store_path: str, pid: int, verify: bool = True) -> CalData:
                    antenna_names=list(index.meta.configuration.names), nflag_bad=nbad)
 
 
-def imaging_data(cal: CalData, gaintable: GainTable | None, stokes: str = "I") -> ImagingData:
+def imaging_block(cal: CalData, gaintable: GainTable | None, stokes: str = "I") -> VisBlock:
     """The Stokes product to image, after correcting with ``gaintable`` (None: raw data)."""
     vis, flags = cal.vis, cal.flags
     if gaintable is not None:
         vis, flags = apply_gains(cal.time, cal.antenna1, cal.antenna2, cal.vis, cal.freq, cal.polarisations,
                                  gaintable, inverse=True, flags=cal.flags)
     s_vis, s_wt, s_fl = to_stokes(vis, cal.weight, flags, cal.polarisations, stokes)
-    return ImagingData(pid=cal.pid, uvw=cal.uvw, freq=cal.freq, chan_start=cal.chan_start,
-                       vis=np.ascontiguousarray(s_vis, dtype=np.complex64),
-                       weight=np.ascontiguousarray(s_wt, dtype=np.float32), flags=np.ascontiguousarray(s_fl),
-                       nflag_bad=cal.nflag_bad)
+    return VisBlock(pids=(cal.pid,), uvw=cal.uvw, freq=cal.freq, chan_start=cal.chan_start,
+                    vis=np.ascontiguousarray(s_vis, dtype=np.complex64),
+                    weight=np.ascontiguousarray(s_wt, dtype=np.float32), flags=np.ascontiguousarray(s_fl),
+                    nflag_bad=cal.nflag_bad)
+
+
+def imaging_shard(cals: list[CalData], gaintables: list[GainTable | None], stokes: str = "I") -> Shard:
+    """One worker's shard to image: its partitions corrected with their gains, merged."""
+    return merge_blocks([imaging_block(c, g, stokes) for c, g in zip(cals, gaintables, strict=True)])
 
 
 def model_visibilities(cal: CalData, grid: GridSpec, model: np.ndarray) -> np.ndarray:
     """Model correlations ``[nrow, nchan, npol]`` of an unpolarised (Stokes I) model image cube."""
     nrow, nchan, npol = cal.vis.shape
     out = np.zeros((nrow, nchan), dtype=np.complex64)
-    glob = cal.chan_start + np.arange(nchan)
-    oc = (glob * grid.channels_out) // max(grid.nchan_total, 1)
+    oc = grid.out_channels(cal.chan_start, nchan)
     for o in np.unique(oc):
         sel = oc == o
         if np.any(model[o]):

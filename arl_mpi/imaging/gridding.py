@@ -109,7 +109,7 @@ def invert_unnormalised(
     wgt, mask, sumwt = _prep_weights(weight, flags, shape, rdtype)
     if shape[0] == 0:
         return np.zeros((npix_y, npix_x)), 0.0
-    dirty = ducc0.wgridder.experimental.vis2dirty(
+    dirty = ducc0.wgridder.vis2dirty(
         uvw=uvw,
         freq=freq,
         vis=vis,
@@ -215,7 +215,7 @@ def predict(
     if uvw.shape[0] == 0:
         return np.zeros((0, freq.size), dtype=np.complex128 if double else np.complex64)
     dirty = np.ascontiguousarray(model.T, dtype=rdtype)
-    return ducc0.wgridder.experimental.dirty2vis(
+    return ducc0.wgridder.dirty2vis(
         uvw=uvw,
         freq=freq,
         dirty=dirty,

@@ -7,28 +7,28 @@ scheduler, ranks 2+ workers, and runs the pipeline on rank 1 (the driver).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
+from arl_mpi.cluster.settings import ClusterSettings
 from arl_mpi.pipeline.settings import ConfigExit, Settings, settings_from_args
 
 log = logging.getLogger("arl_mpi.pipeline")
 
 
-def cluster_settings(s: Settings):
-    """ClusterSettings from pipeline settings (the same fields, defined once)."""
-    import dataclasses
-
-    from arl_mpi.cluster.settings import ClusterSettings
-
-    return ClusterSettings(**{f.name: getattr(s, f.name) for f in dataclasses.fields(ClusterSettings)})
+def cluster_settings(s: Settings) -> ClusterSettings:
+    """The cluster part of the pipeline settings (Settings inherits these fields)."""
+    return ClusterSettings(
+        **{f.name: getattr(s, f.name) for f in dataclasses.fields(ClusterSettings)}
+    )
 
 
 def run(s: Settings, client) -> int:
     """Driver side: prepare the store, run the chosen pipeline, write the summary."""
-    from arl_mpi.pipeline.continuum import check_memory
+    from arl_mpi.pipeline.common import check_memory
     from arl_mpi.pipeline.outputs import write_summary
     from arl_mpi.pipeline.prepare import ensure_store
 

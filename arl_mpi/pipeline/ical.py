@@ -20,37 +20,41 @@ import numpy as np
 
 from arl_mpi.calibration.gaintable import write_gaintable
 from arl_mpi.calibration.plots import plot_gains
-from arl_mpi.graphs import calibration as C
-from arl_mpi.graphs import graphs as G
-from arl_mpi.graphs.graphs import delayed
+from arl_mpi.graphs import calibration as cal_tasks
+from arl_mpi.graphs import shard_graphs as graphs
+from arl_mpi.graphs.shard_graphs import delayed
+from arl_mpi.graphs.shard_tasks import Shard
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor
-from arl_mpi.pipeline.continuum import (
+from arl_mpi.pipeline.common import (
     check_cell,
-    clean_loop,
     dynamic_range,
-    final_images,
     grid_spec,
     output_frequencies,
-    persist_balanced,
     psf_and_dirty,
+    shard_plan,
+    summary_header,
     weight_data,
 )
+from arl_mpi.pipeline.major_cycle import clean_loop, final_images
 from arl_mpi.pipeline.outputs import make_image, write_image_set
 from arl_mpi.pipeline.settings import Settings
 
 log = logging.getLogger("arl_mpi.pipeline")
 
 
-def _amplitude_sums(data) -> np.ndarray:
-    good = ~data.flags & (data.weight > 0)
-    return np.array([float(np.sum(np.abs(data.vis[good]) * data.weight[good])), float(np.sum(data.weight[good]))])
+def _amplitude_sums(shard: Shard) -> np.ndarray:
+    out = np.zeros(2)
+    for b in shard.blocks:
+        good = ~b.flags & (b.weight > 0)
+        out += [float(np.sum(np.abs(b.vis[good]) * b.weight[good])), float(np.sum(b.weight[good]))]
+    return out
 
 
 def point_model(client, data: list, grid) -> np.ndarray:
     """A point source at the phase centre whose flux is the weighted mean visibility amplitude
     (a calibrator's model when its flux is unknown): ``[channels_out, ny, nx]``."""
-    sums = client.compute(G.tree_reduce([delayed(_amplitude_sums, pure=True)(d) for d in data])).result()
+    sums = client.compute(graphs.tree_reduce([delayed(_amplitude_sums, pure=True)(d) for d in data])).result()
     model = np.zeros((grid.channels_out, grid.npix_y, grid.npix_x))
     model[:, grid.npix_y // 2, grid.npix_x // 2] = sums[0] / max(sums[1], 1e-30)
     return model
@@ -63,18 +67,23 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
     grid = grid_spec(s, index)
     freqs_out = output_frequencies(index, s.channels_out)
     npart = len(index.partitions)
-    cal = persist_balanced(client, [delayed(C.load_cal_data, pure=True)(str(index.path), pid, s.verify)
-                                    for pid in range(npart)])
+    shards = shard_plan(client, s, index)
+    home = {pid: k for k, pids in enumerate(shards) for pid in pids}  # partition -> its shard's worker
+    cal = graphs.persist_on_workers(
+        client, [delayed(cal_tasks.load_cal_data, pure=True)(str(index.path), pid, s.verify) for pid in range(npart)],
+        placement=[home[pid] for pid in range(npart)])
     gains: list = [None] * npart
     rounds: list[dict[str, Any]] = []
-    solint = s.ical_solint if s.ical_solint > 0 else 1e-3  # 0: one solution per integration
+    solint = s.ical_solint  # 0: one solution per integration (the solver's meaning of 0)
     result = None
     res = None
     for rnd in range(s.ical_rounds):
         t0 = time.perf_counter()
-        data = persist_balanced(client, [delayed(C.imaging_data, pure=True)(c, g, s.stokes)
-                                         for c, g in zip(cal, gains, strict=True)])
+        data = graphs.persist_on_workers(
+            client, [delayed(cal_tasks.imaging_shard, pure=True)([cal[p] for p in pids], [gains[p] for p in pids],
+                                                                 s.stokes) for pids in shards])
         res = weight_data(client, s, data, grid, str(index.path))
+        res.shards = shards
         psf, sumwt, dirty, beam, _ = psf_and_dirty(client, res.data, grid)
         result = clean_loop(client, s, res.data, grid, freqs_out, psf, sumwt, dirty, beam)
         restored = result.restored(grid.cell)
@@ -94,8 +103,8 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
             if rnd == 0 and s.ical_point_model:
                 model = point_model(client, res.data, grid)
                 info["point_model_jy"] = float(model.max())
-            model_f = G.constant(model)
-            gains = [client.compute(delayed(C.solve_partition, pure=True)(c, grid, model_f, solint=solint, mode=mode,
+            model_f = graphs.model_constant(model, grid)
+            gains = [client.compute(delayed(cal_tasks.solve_partition, pure=True)(c, grid, model_f, solint=solint, mode=mode,
                                                                           min_snr=s.ical_min_snr,
                                                                           pol_mode=s.ical_pol_mode))
                      for c in cal]
@@ -106,13 +115,13 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
         rounds.append(info)
         del data
     assert result is not None and res is not None
-    check_cell_msg = check_cell(s, float(res.counts[3]))
+    check_cell_msg = check_cell(s, float(res.counts.uvmax_wavelengths))
     images = final_images(index, s, grid, freqs_out, result)
     files = write_image_set(s.name, images, s.png)
     gain_summary = {}
     if any(g is not None for g in gains):
         tables = client.gather([g for g in gains if g is not None])
-        gt = C.merge_gaintables(tables)
+        gt = cal_tasks.merge_gaintables(tables)
         gpath = write_gaintable(f"{s.name}-gains.h5", gt, forbidden_dirs=[index.path])
         plot_gains(gt, f"{s.name}-gains.png", title=f"{s.name}: final gain solutions")
         files += [str(gpath), f"{s.name}-gains.png"]
@@ -122,9 +131,7 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
                         "amp_rms": float(np.std(np.abs(gt.gain[good]))) if good.any() else None}
     peak, sigma = minor.residual_stats(result.residual, result.sumwt)
     return {
-        "pipeline": "ical", "store": str(index.path), "settings": s.as_dict(),
-        "workers": len(client.scheduler_info()["workers"]), "partitions": npart,
-        "beam_deg": [float(np.rad2deg(b)) for b in result.beam],
+        **summary_header("ical", client, s, index, res, result.beam),
         "rounds": rounds, "gains": gain_summary,
         "dynamic_range_gain": rounds[-1]["dynamic_range"] / max(rounds[0]["dynamic_range"], 1e-30),
         "final": {"residual_peak": peak, "residual_rms_mad": sigma, "image_peak": float(images["image"].data.max()),

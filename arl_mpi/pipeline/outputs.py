@@ -25,7 +25,7 @@ from arl_mpi.models import Image, image_wcs
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: no 'extra' group; parallel_deconvolution among the settings
 
 
 def output_path(prefix: str, kind: str, ext: str = "fits") -> Path:
@@ -95,7 +95,6 @@ class Checkpoint:
     settings: dict[str, Any]
     cycles: list[dict[str, Any]] = field(default_factory=list)
     taylor: np.ndarray | None = None
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def checkpoint_path(prefix: str) -> Path:
@@ -116,8 +115,6 @@ def write_checkpoint(prefix: str, ck: Checkpoint) -> Path:
         f.create_dataset("model", data=ck.model)
         if ck.taylor is not None:
             f.create_dataset("taylor", data=ck.taylor)
-        for k, v in ck.extra.items():
-            f.create_dataset(f"extra/{k}", data=v)
     return path
 
 
@@ -138,8 +135,7 @@ def read_checkpoint(prefix: str, settings: dict[str, Any]) -> Checkpoint:
             saved = json.loads(f.attrs["settings"])
             ck = Checkpoint(model=f["model"][()], cycle=int(f.attrs["cycle"]), niter_done=int(f.attrs["niter_done"]),
                             settings=saved, cycles=json.loads(f.attrs["cycles"]),
-                            taylor=f["taylor"][()] if "taylor" in f else None,
-                            extra={k: v[()] for k, v in f["extra"].items()} if "extra" in f else {})
+                            taylor=f["taylor"][()] if "taylor" in f else None)
     except OSError as e:
         raise InputError(f"{path}: unreadable checkpoint ({e})") from None
     current = json.loads(json.dumps(settings, sort_keys=True))

@@ -11,8 +11,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from dask import delayed
+
 from arl_mpi.errors import StoreError
-from arl_mpi.graphs.graphs import delayed
 from arl_mpi.io.store import create_store, finalize_store, open_store
 from arl_mpi.pipeline.settings import Settings
 from arl_mpi.simulation.builtin import (

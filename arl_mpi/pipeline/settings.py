@@ -2,19 +2,52 @@
 
 Precedence: built-in defaults < ``--config FILE.toml`` < command-line flags. Every value is
 validated before any cluster starts; a bad one is a one-line :class:`ConfigError`.
+
+Each setting is declared once, as a field of :class:`Settings` (the cluster's fields are
+inherited from :class:`~arl_mpi.cluster.settings.ClusterSettings`). The field's type, default
+and metadata are the only facts about it; the argument parser, ``--help``, the TOML loader,
+the resume check (:meth:`Settings.image_settings`) and the table in ``docs/settings.md``
+(``python -m arl_mpi.pipeline.settings --markdown docs/settings.md``) are derived from them.
+
+Field metadata, made with :func:`~arl_mpi.cluster.settings.setting`:
+
+``help``
+    ``--help`` text; for a boolean, what its flag does.
+``flag``
+    the flag when it is not ``--`` + the field name with ``-`` for ``_`` (a boolean that
+    defaults to True gets ``--no-`` + the name).
+``images``
+    True when the value changes the images: a checkpoint must match it to resume.
+``group``
+    the ``--help`` section (fields without one, the inherited cluster fields, are ``cluster``).
+``parse``
+    ``parse(value, key)``: the field's value from a TOML value or the parsed flag's
+    arguments, raising ConfigError/ValueError/TypeError; without it the type of the field's
+    annotation decides (bool, int, float, str).
+``type``, ``nargs``, ``metavar``, ``choices``
+    passed to argparse; ``type`` defaults to the annotation's int/float for fields without
+    ``parse``. ``choices`` are also checked on values from a TOML file.
+``show``
+    ``show(value) -> str``: how a value is written after the flag (for ``--help`` and docs).
+``toml``
+    False for a flag that has no TOML key (``--config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from arl_mpi.cluster.settings import ClusterSettings, setting
 from arl_mpi.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -23,9 +56,33 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 _ANGLE_UNITS = {
-    "rad": 1.0, "deg": math.pi / 180, "amin": math.pi / 180 / 60, "arcmin": math.pi / 180 / 60,
-    "asec": math.pi / 180 / 3600, "arcsec": math.pi / 180 / 3600, "mas": math.pi / 180 / 3600e3,
+    "rad": 1.0,
+    "deg": math.pi / 180,
+    "amin": math.pi / 180 / 60,
+    "arcmin": math.pi / 180 / 60,
+    "asec": math.pi / 180 / 3600,
+    "arcsec": math.pi / 180 / 3600,
+    "mas": math.pi / 180 / 3600e3,
 }
+
+PIPELINES = ("continuum", "ical", "spectral")
+#: Pipelines that write checkpoints and can ``--resume``.
+CHECKPOINTING_PIPELINES = ("continuum",)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: ``--help`` sections in order; the inherited cluster fields (no ``group``) go in ``cluster``.
+GROUPS = (
+    "data and outputs",
+    "image geometry and gridding",
+    "weighting",
+    "deconvolution",
+    "ICAL",
+    "spectral line",
+    "simulated observation",
+    "data distribution",
+    "cluster",
+    "reliability",
+)
+_CLUSTER_GROUP = "cluster"
 
 
 def parse_angle(text: str | float, what: str = "angle") -> float:
@@ -44,7 +101,9 @@ def parse_angle(text: str | float, what: str = "angle") -> float:
         raise ConfigError(f"{what}: cannot parse angle '{text}'") from None
     unit = m.group(2) or "deg"
     if unit not in _ANGLE_UNITS:
-        raise ConfigError(f"{what}: unknown angle unit '{unit}' (use one of {', '.join(_ANGLE_UNITS)})")
+        raise ConfigError(
+            f"{what}: unknown angle unit '{unit}' (use one of {', '.join(_ANGLE_UNITS)})"
+        )
     return value * _ANGLE_UNITS[unit]
 
 
@@ -59,69 +118,257 @@ def parse_flux(text: str | float, what: str = "flux") -> float:
     return float(m.group(1)) * scale
 
 
+# ---- per-field parse functions: parse(value, key) -> field value ------------------------
+
+
+def _parse_int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
+def _parse_size(value: Any, key: str) -> tuple[int, int]:
+    """``[NX, NY]`` (or one number for a square image)."""
+    v = list(value) if isinstance(value, list | tuple) else [value, value]
+    if len(v) != 2:
+        raise ValueError(value)
+    return (_parse_int(v[0]), _parse_int(v[1]))
+
+
+def _parse_weight(value: Any, key: str) -> tuple[str, float]:
+    """``natural``, ``uniform`` or ``briggs ROBUST`` (a string or a list)."""
+    v = value.split() if isinstance(value, str) else list(value)
+    scheme = str(v[0]).lower()
+    if scheme == "briggs":
+        if len(v) != 2:
+            raise ConfigError(f"{key}: briggs needs a robustness, e.g. --weight briggs 0")
+        return ("briggs", float(v[1]))
+    if len(v) != 1:
+        raise ConfigError(f"{key}: unexpected values after '{scheme}'")
+    return (scheme, 0.0)
+
+
+def _show_weight(value: tuple[str, float]) -> str:
+    scheme, robust = value
+    return f"briggs {robust:g}" if scheme == "briggs" else scheme
+
+
+def _parse_scales(value: Any, key: str) -> tuple[int, ...]:
+    """Comma-separated pixels (``0,4,8``) or a list of them."""
+    v = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(_parse_int(x) for x in v)
+
+
+def _show_scales(value: tuple[int, ...]) -> str:
+    return ",".join(str(x) for x in value)
+
+
+def _angle_text(value: Any, key: str) -> str | float:
+    """An angle as given (``2asec``, or a number of degrees), checked to parse."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(value)
+    parse_angle(value, key)
+    return value if isinstance(value, str) else float(value)
+
+
+def _flux_text(value: Any, key: str) -> str | float:
+    """A flux as given (``5mJy``, or a number of Jy), checked to parse."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(value)
+    parse_flux(value, key)
+    return value if isinstance(value, str) else float(value)
+
+
+# ---- the settings ------------------------------------------------------------------------
+
+
+def _section(title: str):
+    """A :func:`setting` maker for the fields of one ``--help`` section."""
+
+    def make(default, help: str, **meta):  # noqa: A002
+        return setting(default, help, group=title, **meta)
+
+    return make
+
+
+_data = _section("data and outputs")
+_geometry = _section("image geometry and gridding")
+_weighting = _section("weighting")
+_deconvolution = _section("deconvolution")
+_ical = _section("ICAL")
+_spectral = _section("spectral line")
+_simulation = _section("simulated observation")
+_distribution = _section("data distribution")
+_reliability = _section("reliability")
+
+
 @dataclass
-class Settings:
-    """All settings of a pipeline run (WSClean names where the concept is the same)."""
+class Settings(ClusterSettings):
+    """All settings of a pipeline run (WSClean names where the concept is the same).
+
+    The cluster's fields (``--threads-per-worker``, ``--memory-limit``, ...) are inherited from
+    :class:`~arl_mpi.cluster.settings.ClusterSettings`; every field's ``help`` metadata says what
+    it does (``python -m arl_mpi.pipeline --help``, ``docs/settings.md``).
+    """
 
     # data and outputs
-    vis: str | None = None
-    name: str = "arl"
-    pipeline: str = "continuum"
-    stokes: str = "I"
+    vis: str | None = _data(
+        None,
+        "visibility store (HDF5 store directory, or a MeasurementSet/UVFITS file ingested "
+        "once); unset: simulate the built-in LOW-core observation",
+        images=True,
+    )
+    name: str = _data("arl", "output prefix, e.g. output/field1")
+    config: str | None = _data(
+        None,
+        "TOML file with the same settings (keys as the long flags, "
+        "e.g. auto-threshold = 3; flags override it)",
+        toml=False,
+    )
+    pipeline: str = _data(
+        "continuum",
+        "continuum imaging, ical (self-calibration) or spectral (a cube)",
+        choices=PIPELINES,
+        images=True,
+    )
+    stokes: str = _data("I", "Stokes parameter to image", choices=("I", "Q", "U", "V"), images=True)
     # image geometry and gridding
-    size: tuple[int, int] = (512, 512)
-    scale: str = "40asec"
-    epsilon: float = 1e-4
-    w_correction: bool = True
-    double: bool = False
-    gridder_threads: int = 1
+    size: tuple[int, int] = _geometry(
+        (512, 512),
+        "image size in pixels",
+        parse=_parse_size,
+        type=int,
+        nargs=2,
+        metavar=("NX", "NY"),
+        images=True,
+    )
+    scale: str | float = _geometry(
+        "40asec",
+        "pixel size, e.g. 2asec, 0.5amin, 0.01deg (a bare number is degrees)",
+        parse=_angle_text,
+        images=True,
+    )
+    epsilon: float = _geometry(1e-4, "gridder accuracy", images=True)
+    w_correction: bool = _geometry(
+        True, "ignore w (2-D imaging)", flag="--no-w-correction", images=True
+    )
+    double: bool = _geometry(
+        False, "double-precision gridding (needed for --epsilon below 1e-5)", images=True
+    )
+    gridder_threads: int = _geometry(1, "ducc0 threads per gridding task")
     # weighting
-    weight: tuple[str, float] = ("natural", 0.0)
-    taper_gaussian: str | None = None
+    weight: tuple[str, float] = _weighting(
+        ("natural", 0.0),
+        "natural, uniform, or briggs ROBUST (-2..2)",
+        parse=_parse_weight,
+        nargs="+",
+        metavar="MODE",
+        show=_show_weight,
+        images=True,
+    )
+    taper_gaussian: str | float | None = _weighting(
+        None, "Gaussian taper FWHM in the image domain, e.g. 60asec", parse=_angle_text, images=True
+    )
     # deconvolution
-    niter: int = 0
-    gain: float = 0.1
-    mgain: float = 1.0
-    threshold: str | float = 0.0
-    auto_threshold: float | None = None
-    nmiter: int = 20
-    multiscale: bool = False
-    multiscale_scales: tuple[int, ...] = (0, 4, 8, 16, 32)
-    multiscale_scale_bias: float = 0.6
-    channels_out: int = 1
-    fit_spectral_pol: int = 2
+    niter: int = _deconvolution(0, "maximum CLEAN components (0: dirty image only)", images=True)
+    gain: float = _deconvolution(0.1, "minor-cycle loop gain", images=True)
+    mgain: float = _deconvolution(
+        1.0, "major-cycle gain: fraction of the peak cleaned per minor cycle", images=True
+    )
+    threshold: str | float = _deconvolution(
+        0.0, "stop CLEAN at this absolute peak (Jy, or e.g. 5mJy)", parse=_flux_text, images=True
+    )
+    auto_threshold: float | None = _deconvolution(
+        None, "stop CLEAN at this many sigma (MAD of the residual)", images=True
+    )
+    nmiter: int = _deconvolution(20, "maximum major cycles", images=True)
+    multiscale: bool = _deconvolution(False, "multiscale CLEAN", images=True)
+    multiscale_scales: tuple[int, ...] = _deconvolution(
+        (0, 4, 8, 16, 32),
+        "comma-separated scales in pixels, e.g. 0,4,8,16",
+        parse=_parse_scales,
+        show=_show_scales,
+        images=True,
+    )
+    multiscale_scale_bias: float = _deconvolution(
+        0.6,
+        "multiscale CLEAN: bias towards small scales (WSClean's -multiscale-scale-bias)",
+        images=True,
+    )
+    parallel_deconvolution: int = _deconvolution(
+        0,
+        "minor cycle on sub-images of at most MAXSIZE pixels a side, cleaned in parallel as tasks "
+        "on the workers (WSClean's -parallel-deconvolution); 0: one minor cycle on the driver; "
+        "otherwise at least 32",
+        metavar="MAXSIZE",
+        images=True,
+    )
+    channels_out: int = _deconvolution(
+        1, "output channels; >1 deconvolves jointly with Taylor terms", images=True
+    )
+    fit_spectral_pol: int = _deconvolution(
+        2, "Taylor terms for --channels-out > 1 (1..4)", images=True
+    )
     # ICAL
-    ical_rounds: int = 3
-    ical_solint: float = 0.0
-    ical_phase_only_rounds: int = 1
-    ical_min_snr: float = 3.0
-    ical_pol_mode: str = "diagonal"
-    ical_point_model: bool = False
+    ical_rounds: int = _ical(3, "self-calibration rounds", images=True)
+    ical_solint: float = _ical(0.0, "gain solution interval (s); 0 = per integration", images=True)
+    ical_phase_only_rounds: int = _ical(1, "first N self-cal rounds solve phase only", images=True)
+    ical_min_snr: float = _ical(
+        3.0, "flag gain solutions below this signal-to-noise ratio", images=True
+    )
+    ical_pol_mode: str = _ical(
+        "diagonal",
+        "diagonal: separate X/Y (R/L) gains from the parallel hands; scalar: one gain per antenna",
+        choices=("scalar", "diagonal"),
+        images=True,
+    )
+    ical_point_model: bool = _ical(
+        False,
+        "solve the first gains against a point source at the phase centre (a calibrator) "
+        "instead of the round-0 CLEAN model",
+        images=True,
+    )
     # spectral line
-    continuum_subtract_order: int = -1
-    continuum_fit_channels: str | None = None
+    continuum_subtract_order: int = _spectral(
+        -1, "spectral: uv-plane polynomial order to subtract (-1: none)", images=True
+    )
+    continuum_fit_channels: str | None = _spectral(
+        None,
+        "spectral: line-free channels to fit the continuum on, e.g. 0-5,12-15 (default all)",
+        images=True,
+    )
     # simulation of the built-in observation when no --vis is given
-    time_partitions: int = 4
-    freq_partitions: int = 1
-    # cluster
-    threads_per_worker: int | None = None
-    memory_limit: str = "auto"
-    workers: int | None = None
-    scratch: str | None = None
-    dashboard: bool = True
-    dashboard_address: str = "127.0.0.1:8787"
-    tls: bool = True
-    interface: str | None = None
-    cluster_timeout: float = 60.0
-    # reliability
-    resume: bool = False
-    stream: bool = False
-    checkpoint: bool = True
-    verify: bool = True
-    png: bool = True
-    log_level: str = "INFO"
-    config: str | None = None
-    extra: dict = field(default_factory=dict)
+    time_partitions: int = _simulation(4, "partitions in time of the simulated observation")
+    freq_partitions: int = _simulation(1, "partitions in frequency of the simulated observation")
+    # how the visibilities are spread over the workers
+    stream: bool = _distribution(
+        False,
+        "do not keep partitions resident: re-read each from the store whenever it is gridded "
+        "(for stores larger than the workers' memory; every major cycle then costs a read "
+        "of the store)",
+    )
+    memory_check: str = _distribution(
+        "auto",
+        "when the resident visibilities would not fit the workers' memory limit: auto (or "
+        "stream) = switch to --stream and say so, refuse = stop with an error, off = no "
+        "check",
+        choices=("auto", "stream", "refuse", "off"),
+    )
+    shards: str = _distribution(
+        "worker",
+        "worker: each worker merges its partitions into one shard (one gridding call per "
+        "output channel per worker); partition: one task per partition (the old "
+        "behaviour, for comparisons)",
+        choices=("worker", "partition"),
+    )
+    # reliability and logging
+    resume: bool = _reliability(False, "continue from the last checkpoint of --name (continuum)")
+    checkpoint: bool = _reliability(
+        True, "do not write a checkpoint after each major cycle (continuum)", flag="--no-checkpoint"
+    )
+    verify: bool = _reliability(True, "skip partition SHA-256 checks", flag="--no-verify")
+    png: bool = _reliability(True, "do not write PNG previews of the images", flag="--no-png")
+    log_level: str = _reliability("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -140,15 +387,24 @@ class Settings:
         return parse_angle(self.taper_gaussian, "taper-gaussian") if self.taper_gaussian else None
 
     def validate(self) -> Settings:
-        """Check every value; raise ConfigError naming the setting."""
+        """Check every value; raise ConfigError naming the setting.
+
+        Returns
+        -------
+        Settings
+            ``self``, so that ``Settings(...).validate()`` can be chained.
+        """
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{_key(f.name)}: '{value}' is not one of {', '.join(choices)}")
         nx, ny = self.size
         for n, axis in ((nx, "x"), (ny, "y")):
             if n < 32 or n % 2:
                 raise ConfigError(f"size: {axis} size {n} must be even and at least 32")
         if self.cell_rad <= 0:
             raise ConfigError("scale: must be positive")
-        if self.pipeline not in ("continuum", "ical", "spectral"):
-            raise ConfigError(f"pipeline: '{self.pipeline}' is not one of continuum, ical, spectral")
         scheme, robust = self.weight
         if scheme not in ("natural", "uniform", "briggs"):
             raise ConfigError(f"weight: '{scheme}' is not one of natural, uniform, briggs")
@@ -166,161 +422,190 @@ class Settings:
             (self.channels_out >= 1, "channels-out: must be >= 1"),
             (1 <= self.fit_spectral_pol <= 4, "fit-spectral-pol: must be 1..4"),
             (self.gridder_threads >= 1, "gridder-threads: must be >= 1"),
-            (self.time_partitions >= 1 and self.freq_partitions >= 1, "time/freq-partitions: must be >= 1"),
-            (self.stokes in ("I", "Q", "U", "V"), f"stokes: '{self.stokes}' is not one of I, Q, U, V"),
+            (
+                self.time_partitions >= 1 and self.freq_partitions >= 1,
+                "time/freq-partitions: must be >= 1",
+            ),
             (all(s >= 0 for s in self.multiscale_scales), "multiscale-scales: must be >= 0 pixels"),
+            (
+                self.parallel_deconvolution == 0 or self.parallel_deconvolution >= 32,
+                f"parallel-deconvolution: {self.parallel_deconvolution} must be 0 (off) or at "
+                "least 32 pixels",
+            ),
             (self.ical_rounds >= 1, "ical-rounds: must be >= 1"),
             (self.ical_min_snr >= 0, "ical-min-snr: must be >= 0"),
-            (self.ical_pol_mode in ("scalar", "diagonal"), "ical-pol-mode: scalar or diagonal"),
             (self.cluster_timeout > 0, "cluster-timeout: must be > 0"),
-            (self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log-level: DEBUG, INFO, WARNING or ERROR"),
+            (self.log_level.upper() in LOG_LEVELS, "log-level: DEBUG, INFO, WARNING or ERROR"),
+            (
+                self.threads_per_worker is None or self.threads_per_worker >= 1,
+                "threads-per-worker: must be >= 1",
+            ),
+            (self.workers is None or self.workers >= 1, "workers: must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
-        if self.threads_per_worker is not None and self.threads_per_worker < 1:
-            raise ConfigError("threads-per-worker: must be >= 1")
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError("workers: must be >= 1")
+        if self.pipeline not in CHECKPOINTING_PIPELINES:
+            only = ", ".join(CHECKPOINTING_PIPELINES)
+            if self.resume:
+                raise ConfigError(
+                    f"resume: not supported by the {self.pipeline} pipeline "
+                    f"(only {only} checkpoints)"
+                )
+            if not self.checkpoint:
+                raise ConfigError(
+                    f"no-checkpoint: not supported by the {self.pipeline} pipeline, "
+                    f"which writes no checkpoints (only {only} does)"
+                )
         return self
 
     def image_settings(self) -> dict[str, Any]:
-        """Settings that determine the images (a checkpoint must match these to resume)."""
-        keep = ("vis", "stokes", "size", "scale", "epsilon", "w_correction", "double", "weight", "taper_gaussian",
-                "niter", "gain", "mgain", "threshold", "auto_threshold", "nmiter", "multiscale", "multiscale_scales",
-                "multiscale_scale_bias", "channels_out", "fit_spectral_pol", "pipeline", "ical_rounds", "ical_solint",
-                "ical_phase_only_rounds", "ical_min_snr", "ical_pol_mode", "ical_point_model",
-                "continuum_subtract_order",
-                "continuum_fit_channels")
-        d = dataclasses.asdict(self)
-        return {k: _jsonable(d[k]) for k in keep}
+        """Settings that determine the images (fields with ``images`` metadata).
+
+        A checkpoint must match these to resume.
+        """
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata.get("images")
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """All settings, JSON-friendly."""
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 def _jsonable(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-# ---- command line -----------------------------------------------------------------------
+def _key(name: str) -> str:
+    """The TOML key / error-message name of a field: ``auto_threshold`` -> ``auto-threshold``."""
+    return name.replace("_", "-")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m arl_mpi.pipeline`` argument parser (every default is None = unset)."""
-    p = argparse.ArgumentParser(
-        prog="python -m arl_mpi.pipeline",
-        description="Distributed imaging/self-calibration. Run under mpiexec/srun (rank 0 scheduler, rank 1 "
-                    "driver, ranks 2+ workers), on a local Dask cluster, or against $ARL_DASK_SCHEDULER.",
-        argument_default=None,
-    )
-    a = p.add_argument
-    a("--vis", help="visibility store (HDF5 store directory); default: simulate the built-in LOW-core observation")
-    a("--name", help="output prefix, e.g. output/field1 (default: arl)")
-    a("--config", help="TOML file with the same settings (keys as the long flags)")
-    a("--pipeline", choices=["continuum", "ical", "spectral"])
-    a("--stokes", choices=["I", "Q", "U", "V"])
-    a("--size", nargs=2, type=int, metavar=("NX", "NY"))
-    a("--scale", help="pixel size, e.g. 2asec, 0.5amin, 0.01deg")
-    a("--epsilon", type=float, help="gridder accuracy (default 1e-4)")
-    a("--no-w-correction", dest="w_correction", action="store_const", const=False, help="ignore w (2-D imaging)")
-    a("--double", action="store_const", const=True, help="double-precision gridding")
-    a("--gridder-threads", type=int, help="ducc0 threads per gridding task (default 1)")
-    a("--weight", nargs="+", metavar="MODE", help="natural | uniform | briggs ROBUST")
-    a("--taper-gaussian", help="Gaussian taper FWHM in the image domain, e.g. 60asec")
-    a("--niter", type=int, help="maximum CLEAN components (0: dirty image only)")
-    a("--gain", type=float, help="minor-cycle loop gain (default 0.1)")
-    a("--mgain", type=float, help="major-cycle gain: fraction of the peak cleaned per minor cycle (default 1.0)")
-    a("--threshold", help="stop CLEAN at this absolute peak (Jy, or e.g. 5mJy)")
-    a("--auto-threshold", type=float, help="stop CLEAN at this many sigma (MAD of the residual)")
-    a("--nmiter", type=int, help="maximum major cycles (default 20)")
-    a("--multiscale", action="store_const", const=True, help="multiscale CLEAN")
-    a("--multiscale-scales", help="comma-separated scales in pixels, e.g. 0,4,8,16")
-    a("--multiscale-scale-bias", type=float)
-    a("--channels-out", type=int, help="output channels; >1 deconvolves jointly with Taylor terms")
-    a("--fit-spectral-pol", type=int, help="Taylor terms for --channels-out > 1 (default 2)")
-    a("--ical-rounds", type=int)
-    a("--ical-solint", type=float, help="gain solution interval (s); 0 = per integration")
-    a("--ical-phase-only-rounds", type=int, help="first N self-cal rounds solve phase only")
-    a("--ical-min-snr", type=float)
-    a("--ical-point-model", action="store_const", const=True,
-      help="solve the first gains against a point source at the phase centre (a calibrator) instead of the "
-           "round-0 CLEAN model")
-    a("--ical-pol-mode", choices=["scalar", "diagonal"],
-      help="diagonal: separate X/Y (R/L) gains from the parallel hands (default); scalar: one gain per antenna")
-    a("--continuum-subtract-order", type=int, help="spectral: uv-plane polynomial order to subtract (-1: none)")
-    a("--continuum-fit-channels", help="spectral: line-free channels to fit the continuum on, e.g. 0-5,12-15")
-    a("--time-partitions", type=int, help="partitions in time of the simulated observation")
-    a("--freq-partitions", type=int)
-    a("--threads-per-worker", type=int)
-    a("--memory-limit", help="per worker, e.g. 4GB (Dask meaning; default auto)")
-    a("--workers", type=int, help="local cluster only: number of worker processes")
-    a("--scratch", help="Dask scratch/spill directory (default $ARL_SCRATCH, $SLURM_TMPDIR, $TMPDIR, ./arl-scratch)")
-    a("--no-dashboard", dest="dashboard", action="store_const", const=False)
-    a("--dashboard-address", help="default 127.0.0.1:8787 (use an ssh tunnel); e.g. 0.0.0.0:8787 to expose it")
-    a("--no-tls", dest="tls", action="store_const", const=False, help="unencrypted cluster traffic (trusted networks)")
-    a("--interface", help="network interface for the cluster, e.g. ib0")
-    a("--cluster-timeout", type=float)
-    a("--resume", action="store_const", const=True, help="continue from the last checkpoint of --name")
-    a("--stream", action="store_const", const=True,
-      help="do not keep partitions resident: re-read each from the store whenever it is gridded (for stores "
-           "larger than the workers' memory; every major cycle then costs a read of the store)")
-    a("--no-checkpoint", dest="checkpoint", action="store_const", const=False)
-    a("--no-verify", dest="verify", action="store_const", const=False, help="skip partition SHA-256 checks")
-    a("--no-png", dest="png", action="store_const", const=False)
-    a("--log-level")
-    return p
+_FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Settings)}
+_HINTS: dict[str, Any] = typing.get_type_hints(Settings)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+def _base_type(name: str) -> Any:
+    """The annotation of a field without ``| None`` (``int | None`` -> ``int``)."""
+    hint = _HINTS[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a settings field (its ``flag`` metadata, else derived)."""
+    if "flag" in f.metadata:
+        return f.metadata["flag"]
+    if _base_type(f.name) is bool and f.default is True:
+        return f"--no-{_key(f.name)}"
+    return f"--{_key(f.name)}"
+
+
+def group_of(f: dataclasses.Field) -> str:
+    """The ``--help`` section of a settings field."""
+    return f.metadata.get("group", _CLUSTER_GROUP)
+
+
+def _fields_by_group() -> list[dataclasses.Field]:
+    """The Settings fields, section by section (in :data:`GROUPS` order)."""
+    return sorted(dataclasses.fields(Settings), key=lambda f: GROUPS.index(group_of(f)))
+
+
+def _by_type(tp: Any, value: Any) -> Any:
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(value)
+        return value
+    if tp is int:
+        return _parse_int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(value)
+        return str(value)
+    return value
 
 
 def _coerce(key: str, value: Any) -> Any:
-    """Convert a CLI/TOML value to the field's type, with a clear error."""
+    """Convert a CLI/TOML value to the field's type (its ``parse`` metadata), with a clear error."""
+    f = _FIELDS[key]
     try:
-        if key == "size":
-            v = list(value) if isinstance(value, list | tuple) else [value, value]
-            if len(v) != 2:
-                raise ValueError
-            return (int(v[0]), int(v[1]))
-        if key == "weight":
-            v = value.split() if isinstance(value, str) else list(value)
-            scheme = str(v[0]).lower()
-            if scheme == "briggs":
-                if len(v) != 2:
-                    raise ConfigError("weight: briggs needs a robustness, e.g. --weight briggs 0")
-                return ("briggs", float(v[1]))
-            if len(v) != 1:
-                raise ConfigError(f"weight: unexpected values after '{scheme}'")
-            return (scheme, 0.0)
-        if key == "multiscale_scales":
-            v = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(int(x) for x in v)
-        default = _FIELDS[key].default
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if isinstance(default, int) and not isinstance(default, bool) and key != "threshold":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(default, float) and key != "threshold":
-            return float(value)
-        if key in ("auto_threshold", "cluster_timeout"):
-            return float(value)
-        if key in ("threads_per_worker", "workers"):
-            return int(value)
-        return value
+        parse = f.metadata.get("parse")
+        return parse(value, _key(key)) if parse else _by_type(_base_type(key), value)
     except ConfigError:
         raise
     except (TypeError, ValueError, IndexError):
-        raise ConfigError(f"{key.replace('_', '-')}: invalid value {value!r}") from None
+        raise ConfigError(f"{_key(key)}: invalid value {value!r}") from None
+
+
+def show_value(f: dataclasses.Field, value: Any) -> str:
+    """A value of a settings field as written after its flag (``512 512``, ``briggs 0``)."""
+    show = f.metadata.get("show")
+    if show:
+        return show(value)
+    if isinstance(value, tuple | list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+# ---- command line -----------------------------------------------------------------------
+
+
+def _help_text(f: dataclasses.Field) -> str:
+    """The ``--help`` text: the field's help, plus its default unless the help names one."""
+    text = f.metadata.get("help", "")
+    if f.default is not None and not isinstance(f.default, bool) and "default" not in text:
+        text = f"{text} (default {show_value(f, f.default)})"
+    return text.replace("%", "%%")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m arl_mpi.pipeline`` argument parser, derived from the Settings fields.
+
+    Every default is None (unset), so that a config file's value is kept unless a flag is given.
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m arl_mpi.pipeline",
+        description="Distributed imaging/self-calibration. Run under mpiexec/srun (rank 0 "
+        "scheduler, rank 1 driver, ranks 2+ workers), on a local Dask cluster, or against "
+        "$ARL_DASK_SCHEDULER. Every flag is also a key of a --config TOML file.",
+        argument_default=None,
+    )
+    groups = {title: p.add_argument_group(title) for title in GROUPS}
+    for f in _fields_by_group():
+        md = f.metadata
+        kw: dict[str, Any] = {"dest": f.name, "help": _help_text(f)}
+        tp = _base_type(f.name)
+        if tp is bool:
+            kw.update(action="store_const", const=not f.default)
+        else:
+            argtype = md.get("type", None if "parse" in md or tp not in (int, float) else tp)
+            if argtype is not None:
+                kw["type"] = argtype
+            for k in ("nargs", "metavar", "choices"):
+                if k in md:
+                    kw[k] = md[k]
+        groups[group_of(f)].add_argument(flag_of(f), **kw)
+    return p
 
 
 def load_config_file(path: str) -> dict[str, Any]:
-    """Read a TOML settings file; unknown keys are an error naming the key and file."""
+    """Read a TOML settings file; unknown keys are an error naming the key and file.
+
+    Returns
+    -------
+    dict
+        Field name -> value, parsed like the flag of the same name.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
@@ -331,7 +616,7 @@ def load_config_file(path: str) -> dict[str, Any]:
     out = {}
     for k, v in raw.items():
         key = k.replace("-", "_")
-        if key not in _FIELDS or key in ("config", "extra"):
+        if key not in _FIELDS or _FIELDS[key].metadata.get("toml", True) is False:
             raise ConfigError(f"{p}: unknown setting '{k}'")
         try:
             out[key] = _coerce(key, v)
@@ -363,3 +648,92 @@ class ConfigExit(Exception):
     def __init__(self, code: int) -> None:
         super().__init__(code)
         self.code = code
+
+
+# ---- documentation ----------------------------------------------------------------------
+
+
+def _toml_value(f: dataclasses.Field, value: Any) -> str:
+    """A value as it would be written in a TOML file."""
+    if "show" in f.metadata:
+        value = f.metadata["show"](value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return repr(value)
+
+
+def settings_markdown() -> str:
+    """The settings table of ``docs/settings.md`` (generated; see the module docstring)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        "# Pipeline settings",
+        "",
+        "<!-- Generated from the fields of arl_mpi.pipeline.settings.Settings: do not edit. -->",
+        "<!-- Regenerate: python -m arl_mpi.pipeline.settings --markdown docs/settings.md -->",
+        "",
+        "Every setting of `python -m arl_mpi.pipeline` is a flag and, under its TOML key, a line",
+        "of a `--config FILE.toml` file; flags override the file. *Affects images*: a checkpoint",
+        "must have been made with the same value for `--resume` to continue from it.",
+    ]
+    fields = _fields_by_group()
+    for title in GROUPS:
+        rows = [f for f in fields if group_of(f) == title]
+        if not rows:
+            continue
+        lines += [
+            "",
+            f"## {title[0].upper()}{title[1:]}",
+            "",
+            "| Flag | TOML key | Default | Affects images | Help |",
+            "|---|---|---|---|---|",
+        ]
+        for f in rows:
+            md = f.metadata
+            flag = flag_of(f)
+            if md.get("metavar") and not isinstance(md["metavar"], tuple):
+                flag += f" {md['metavar']}"
+            elif isinstance(md.get("metavar"), tuple):
+                flag += " " + " ".join(md["metavar"])
+            elif md.get("choices"):
+                flag += " {" + ",".join(md["choices"]) + "}"
+            key = f"`{_key(f.name)}`" if md.get("toml", True) else "—"
+            default = "unset" if f.default is None else f"`{cell(_toml_value(f, f.default))}`"
+            lines.append(
+                f"| `{cell(flag)}` | {key} | {default} | "
+                f"{'yes' if md.get('images') else ''} | {cell(md.get('help', ''))} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m arl_mpi.pipeline.settings --markdown [PATH]``: print or write the docs table."""
+    p = argparse.ArgumentParser(
+        prog="python -m arl_mpi.pipeline.settings",
+        description="Write the settings table (docs/settings.md).",
+    )
+    p.add_argument(
+        "--markdown",
+        nargs="?",
+        const="-",
+        required=True,
+        metavar="PATH",
+        help="write the markdown table to PATH (default: standard output)",
+    )
+    ns = p.parse_args(argv)
+    text = settings_markdown()
+    if ns.markdown == "-":
+        sys.stdout.write(text)
+    else:
+        Path(ns.markdown).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

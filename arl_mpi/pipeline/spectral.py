@@ -17,19 +17,19 @@ import numpy as np
 
 from arl_mpi.deconvolution.common import mad_sigma
 from arl_mpi.errors import ConfigError
-from arl_mpi.graphs import graphs as G
-from arl_mpi.graphs.partitions import GridSpec, ImagingData
+from arl_mpi.graphs import shard_graphs as graphs
+from arl_mpi.graphs.shard_tasks import VisBlock, map_blocks
 from arl_mpi.imaging.beam import fit_beam, restore
 from arl_mpi.imaging.serial import CleanSettings, minor_cycle_step, stop_rule
 from arl_mpi.imaging.uvcontsub import uv_continuum_subtract
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor
-from arl_mpi.pipeline.continuum import (
+from arl_mpi.pipeline.common import (
     check_cell,
     grid_spec,
     load_and_weight,
     output_frequencies,
-    persist_balanced,
+    summary_header,
 )
 from arl_mpi.pipeline.outputs import make_image, write_image_set
 from arl_mpi.pipeline.settings import Settings
@@ -54,10 +54,10 @@ def parse_channel_ranges(text: str | None, nchan: int) -> np.ndarray | None:
     return mask
 
 
-def contsub_partition(data: ImagingData, order: int, fit_mask: np.ndarray | None = None) -> ImagingData:
-    """Subtract a per-baseline polynomial continuum from one partition (runs on a worker).
+def contsub_block(data: VisBlock, order: int, fit_mask: np.ndarray | None = None) -> VisBlock:
+    """Subtract a per-baseline polynomial continuum from one block (runs on a worker).
 
-    The fit uses the partition's own channels (``fit_mask`` over the whole observation
+    The fit uses the block's own channels (``fit_mask`` over the whole observation
     selects line-free ones), so keep all channels of a spectral window in one frequency
     partition for a meaningful fit.
     """
@@ -116,23 +116,24 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
     t_start = time.perf_counter()
     index = open_store(store)
     nchan = int(index.meta.frequency.size)
-    if s.channels_out == 1:
-        s.channels_out = nchan
-    grid: GridSpec = grid_spec(s, index)
+    grid = grid_spec(s, index, channels_out=nchan if s.channels_out == 1 else s.channels_out)
     nout = grid.channels_out
     freqs_out = output_frequencies(index, nout)
     res = load_and_weight(client, s, index, grid)
-    cell_warning = check_cell(s, float(res.counts[3]))
+    cell_warning = check_cell(s, float(res.counts.uvmax_wavelengths))
     data = res.data
     if s.continuum_subtract_order >= 0:
+        if res.stream:
+            raise ConfigError("continuum-subtract-order: needs resident shards; it cannot be combined with --stream")
         mask = parse_channel_ranges(s.continuum_fit_channels, nchan)
-        data = persist_balanced(client, G.map_graph(contsub_partition, data, s.continuum_subtract_order, mask))
+        data = graphs.persist_on_workers(
+            client, graphs.map_graph(map_blocks, data, contsub_block, s.continuum_subtract_order, mask))
         log.info("subtracted a polynomial continuum of order %d per baseline in the uv plane",
                  s.continuum_subtract_order)
-    psf_f = client.compute(G.psf_graph(data, grid))
-    residual_f = client.compute(G.invert_graph(data, grid))
+    psf_f = client.compute(graphs.psf_graph(data, grid))
+    residual_f = client.compute(graphs.invert_graph(data, grid))
     psf_pair, dirty_pair = client.gather([psf_f, residual_f])
-    psf, dirty = G.normalise(psf_pair), G.normalise(dirty_pair)
+    psf, dirty = graphs.normalise(psf_pair), graphs.normalise(dirty_pair)
     beams = [fit_beam(psf[c], grid.cell) if psf_pair[1][c] > 0 else None for c in range(nout)]
     # restore every channel with one common beam (the largest), so Jy/beam means the same everywhere
     common = max((b for b in beams if b is not None), key=lambda b: b[0] * b[1])
@@ -162,7 +163,7 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
         if not any(i["niter"] for i in infos):
             break
         model_f = client.submit(_add_updates, model_f, *futs, pure=False)
-        residual_f = client.compute(G.invert_graph(data, grid, model_f))
+        residual_f = client.compute(graphs.invert_graph(data, grid, model_f))
         cycle += 1
         cycles.append({"cycle": cycle, "channels_cleaned": sum(1 for i in infos if i["niter"]),
                        "components": int(sum(i["niter"] for i in infos)),
@@ -172,7 +173,7 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
                  cycles[-1]["components"], len(still))
         active = still
     model, residual = client.gather([model_f, residual_f])
-    residual = G.normalise(residual)
+    residual = graphs.normalise(residual)
     restored = np.stack([restore(model[c], residual[c], common, grid.cell) for c in range(nout)])
     files = write_image_set(s.name, {
         "model": make_image(index, model, grid.cell, freqs_out, "JY/PIXEL", stokes=s.stokes),
@@ -180,13 +181,9 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
         "image": make_image(index, restored, grid.cell, freqs_out, "JY/BEAM", common, stokes=s.stokes),
     }, s.png)
     return {
-        "pipeline": "spectral", "store": str(index.path), "settings": s.as_dict(),
-        "workers": len(workers), "partitions": len(index.partitions), "channels_out": nout,
+        **summary_header("spectral", client, s, index, res, common), "channels_out": nout,
         "output_frequencies_hz": freqs_out.tolist(),
-        "beam_deg": [float(np.rad2deg(common[0])), float(np.rad2deg(common[1])), float(np.rad2deg(common[2]))],
         "channel_beams_deg": [[float(np.rad2deg(x)) for x in b] if b else None for b in beams],
-        "visibilities": {"samples": int(res.counts[0]), "unflagged": int(res.counts[1]),
-                         "flagged_on_load": int(res.counts[2])},
         "cycles": cycles, "components_per_channel": niter_done.tolist(),
         "minor_cycle_tasks": [{k: v for k, v in t.items() if k in ("chan", "worker", "t0", "t1", "niter", "stop")}
                               for t in minor_tasks],

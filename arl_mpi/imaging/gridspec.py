@@ -1,0 +1,57 @@
+"""Image geometry and gridder settings shared by every gridding call of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def output_channel_map(chan_index: np.ndarray, channels_out: int, nchan_total: int) -> np.ndarray:
+    """Output channel (``--channels-out``) of each observation channel index.
+
+    The one definition of the mapping: observation channel ``c`` of ``nchan_total`` goes to
+    output channel ``c * channels_out // nchan_total`` (equal blocks, as WSClean splits).
+    """
+    return (np.asarray(chan_index) * channels_out) // max(int(nchan_total), 1)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Image geometry and gridder accuracy shared by all partitions.
+
+    Attributes
+    ----------
+    npix_x, npix_y : image size in pixels; cell : pixel size in radians
+    epsilon : ducc0 accuracy; nthreads : ducc0 threads per call; do_wgridding : w-correction
+    double : double-precision gridding (images and partial sums in float64, else float32)
+    channels_out : output channels; nchan_total : channels of the whole observation
+    """
+
+    npix_x: int
+    npix_y: int
+    cell: float
+    epsilon: float = 1e-4
+    nthreads: int = 1
+    do_wgridding: bool = True
+    double: bool = False
+    channels_out: int = 1
+    nchan_total: int = 1
+
+    def gridder_kwargs(self) -> dict:
+        """Keyword arguments of the ducc0-based gridding functions."""
+        return {"epsilon": self.epsilon, "nthreads": self.nthreads, "do_wgridding": self.do_wgridding,
+                "double": self.double}
+
+    @property
+    def image_dtype(self) -> type:
+        """dtype of partial images: the gridder's precision (float32 unless ``double``)."""
+        return np.float64 if self.double else np.float32
+
+    def image_bytes(self) -> int:
+        """Bytes of one partial image cube ``[channels_out, ny, nx]`` in :attr:`image_dtype`."""
+        return int(self.channels_out * self.npix_y * self.npix_x * np.dtype(self.image_dtype).itemsize)
+
+    def out_channels(self, chan_start: int, nchan: int) -> np.ndarray:
+        """Output channel of channels ``chan_start .. chan_start + nchan - 1`` of the observation."""
+        return output_channel_map(chan_start + np.arange(nchan), self.channels_out, self.nchan_total)
