@@ -4,37 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 
 from arl_mpi.errors import ArlError
+from arl_mpi.mpienv import mpi_rank_size
+
+__all__ = ["enable_stack_dumps", "run_cli", "setup_logging"]
 
 log = logging.getLogger("arl_mpi")
 
 
-def mpi_rank_size() -> tuple[int, int]:
-    """(rank, size) when launched by an MPI launcher, else (0, 1); imports mpi4py only then."""
-    env = os.environ
-    if not any(k in env for k in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_SIZE", "MPI_LOCALRANKID")):
-        return 0, 1
-    from mpi4py import MPI
-
-    comm = MPI.COMM_WORLD
-    return comm.Get_rank(), comm.Get_size()
-
-
-def setup_logging(level: str = "INFO", rank: int | None = None, cluster_roles: bool = False) -> None:
+def setup_logging(
+    level: str = "INFO", rank: int | None = None, cluster_roles: bool = False
+) -> None:
     """Log to stderr with the MPI rank (and, for the pipeline, its role) in every line."""
-    if rank is None:
-        rank, _ = mpi_rank_size()
-    size = mpi_rank_size()[1]
+    r, size = mpi_rank_size()
+    rank = r if rank is None else rank
     if cluster_roles and size > 1:
         role = {0: "scheduler", 1: "driver"}.get(rank, "worker")
     else:
         role = "main" if size == 1 else f"of {size}"
     fmt = f"%(asctime)s [rank {rank} {role}] %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr, force=True)
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), format=fmt, stream=sys.stderr,
+        force=True,
+    )
 
 
 def enable_stack_dumps() -> None:
@@ -51,7 +46,9 @@ def enable_stack_dumps() -> None:
             faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
 
 
-def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "arl_mpi") -> int:
+def run_cli(
+    main: Callable[[list[str] | None], int], argv: list[str] | None = None, prog: str = "arl_mpi"
+) -> int:
     """Run ``main``; turn :class:`ArlError` (and a few OS errors) into a one-line message.
 
     Returns the exit status: 0 on success, 2 for user errors, 130 on Ctrl-C.

@@ -15,6 +15,7 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +30,10 @@ __all__ = [
     "Image",
     "SkyComponent",
     "POLARISATION_FRAMES",
+    "PARALLEL_HANDS",
     "ModelError",
+    "is_parallel_hand",
+    "parallel_hand_mask",
 ]
 
 #: Recognised polarisation frames and their correlation labels (MS order).
@@ -41,6 +45,37 @@ POLARISATION_FRAMES: dict[str, list[str]] = {
     "stokesI": ["I"],
     "stokesIQUV": ["I", "Q", "U", "V"],
 }
+
+
+#: Parallel-hand correlations: each equals Stokes I for an unpolarised source.
+PARALLEL_HANDS: tuple[str, ...] = ("XX", "YY", "RR", "LL")
+
+
+def is_parallel_hand(label: str, *, include_stokes_i: bool = True) -> bool:
+    """Whether a correlation label is a parallel hand (``XX``, ``YY``, ``RR``, ``LL``).
+
+    Parameters
+    ----------
+    label : str
+        Correlation label, case-insensitive.
+    include_stokes_i : bool, optional
+        Also count Stokes ``I`` (default): it, too, equals the flux of an unpolarised source.
+
+    Returns
+    -------
+    bool
+    """
+    lab = str(label).upper()
+    return lab in PARALLEL_HANDS or (include_stokes_i and lab == "I")
+
+
+def parallel_hand_mask(labels: Sequence[str], *, include_stokes_i: bool = True) -> np.ndarray:
+    """Boolean mask over ``labels``: True where :func:`is_parallel_hand`.
+
+    As floats, the factor by which an unpolarised (Stokes I) signal enters each correlation.
+    """
+    return np.array([is_parallel_hand(p, include_stokes_i=include_stokes_i) for p in labels],
+                    dtype=bool)
 
 
 class ModelError(InputError):
@@ -213,7 +248,8 @@ class Visibility:
     def nbytes(self) -> int:
         """Bytes held by the array fields."""
         return int(
-            sum(a.nbytes for a in (self.time, self.uvw, self.antenna1, self.antenna2, self.vis, self.weight, self.flags))
+            sum(a.nbytes for a in (self.time, self.uvw, self.antenna1, self.antenna2, self.vis, self.weight,
+                                   self.flags))
         )
 
 
@@ -241,7 +277,8 @@ class Image:
         _require(isinstance(self.wcs, WCS), "Image.wcs: expected astropy.wcs.WCS")
         _require(self.wcs.naxis == 4, f"Image.wcs: expected 4 axes, got {self.wcs.naxis}")
         ctype = [c.upper() for c in self.wcs.wcs.ctype]
-        _require(ctype[0].startswith("RA--") and ctype[1].startswith("DEC-"), f"Image.wcs: first axes must be RA/DEC, got {ctype}")
+        _require(ctype[0].startswith("RA--") and ctype[1].startswith("DEC-"),
+                 f"Image.wcs: first axes must be RA/DEC, got {ctype}")
         _require(ctype[2].startswith("FREQ"), f"Image.wcs: third axis must be FREQ, got {ctype[2]}")
         _require(ctype[3].startswith("STOKES"), f"Image.wcs: fourth axis must be STOKES, got {ctype[3]}")
         if self.beam is not None:

@@ -11,19 +11,14 @@ import argparse
 import dataclasses
 import logging
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
+from arl_mpi.cli import run_cli, setup_logging
 from arl_mpi.errors import ConfigError
-from arl_mpi.io.parallel import write_store_parallel
-from arl_mpi.io.store import StoreIndex, create_store, finalize_store
-from arl_mpi.simulation.builtin import (
-    SimulationSettings,
-    build,
-    partition_plan,
-    write_simulated_partition,
-)
+from arl_mpi.io.store import StoreIndex
+from arl_mpi.mpienv import mpi_rank_size
+from arl_mpi.simulation.builtin import SimulationSettings
+from arl_mpi.simulation.writer import write_simulated_store
 
 log = logging.getLogger("arl_mpi.simulate")
 
@@ -49,25 +44,10 @@ def settings_from_args(args: argparse.Namespace, base: SimulationSettings | None
     return s
 
 
-def _write_one(args) -> object:
-    store, settings, pid, ntp, nfp = args
-    sim = build(settings)
-    return write_simulated_partition(store, sim, pid, partition_plan(sim, ntp, nfp))
-
-
 def simulate_store(store: str | Path, settings: SimulationSettings, ntime_parts: int, nfreq_parts: int,
                    processes: int = 1) -> StoreIndex:
     """Simulate and write a store with a local process pool (``processes`` > 1) or serially."""
-    sim = build(settings)
-    plan = partition_plan(sim, ntime_parts, nfreq_parts)
-    create_store(store)
-    jobs = [(str(store), settings, pid, ntime_parts, nfreq_parts) for pid in range(len(plan))]
-    if processes > 1:
-        with ProcessPoolExecutor(processes) as ex:
-            infos = list(ex.map(_write_one, jobs))
-    else:
-        infos = [write_simulated_partition(store, sim, pid, plan) for pid in range(len(plan))]
-    return finalize_store(store, sim.meta(), infos)
+    return write_simulated_store(store, settings, ntime_parts, nfreq_parts, processes=processes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,13 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     if args.processes < 1:
         raise ConfigError("--processes must be >= 1")
-    if size > 1:  # every rank simulates and writes its own partitions
-        sim = build(settings)
-        plan = partition_plan(sim, args.time_partitions, args.freq_partitions)
-        idx = write_store_parallel(args.store, len(plan), lambda pid: write_simulated_partition(args.store, sim, pid, plan),
-                                   sim.meta)
-    else:
-        idx = simulate_store(args.store, settings, args.time_partitions, args.freq_partitions, args.processes)
+    # under MPI every rank simulates and writes its own partitions (rank 0 gets the index)
+    idx = write_simulated_store(args.store, settings, args.time_partitions, args.freq_partitions,
+                                processes=1 if size > 1 else args.processes)
     if idx is not None:
         log.info("wrote %s: %d partitions, %d visibilities", idx.path, len(idx.partitions), idx.nvis)
     return 0

@@ -22,8 +22,8 @@ import ducc0
 import numpy as np
 
 import arl_mpi.imaging.gridding as gridding
+from arl_mpi.constants import SPEED_OF_LIGHT
 from arl_mpi.imaging import invert_unnormalised, predict
-from arl_mpi.imaging.dft import C_LIGHT
 
 log = logging.getLogger("bench_imaging")
 
@@ -33,7 +33,7 @@ def make_data(nrow: int, nchan: int, npix: int, seed: int = 0):
     freq = np.linspace(100e6, 200e6, nchan)
     # cell such that the longest baseline at the highest frequency is ~0.9 of Nyquist
     bmax = 3000.0
-    cell = 0.9 / (2 * bmax * freq.max() / C_LIGHT)
+    cell = 0.9 / (2 * bmax * freq.max() / SPEED_OF_LIGHT)
     uvw = rng.uniform(-bmax / np.sqrt(2), bmax / np.sqrt(2), size=(nrow, 3))
     uvw[:, 2] *= 0.3
     vis = (rng.normal(size=(nrow, nchan)) + 1j * rng.normal(size=(nrow, nchan))).astype(

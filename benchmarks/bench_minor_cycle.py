@@ -7,8 +7,10 @@ Usage::
 The PSF is a realistic gridded PSF (random 40-antenna array, 8 hour angles) of the same size
 as the image; the dirty image is 3000 point sources convolved with it plus noise, so that
 the run does not stop before ``niter``. Reports iterations per second for the default
-single-precision working residual, double precision, a restricted PSF patch, and
-multiscale (2000 components, setup of the cross-scale PSFs included).
+single-precision working residual, double precision, a restricted PSF patch, multiscale
+(2000 components, setup of the cross-scale PSFs included), and the sub-image minor cycle
+(``parallel_minor_cycle``, 2x2 tiles run one after the other in this process: the cost of the
+margins and the per-tile setup, to be divided by the number of workers).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import time
 
 import numpy as np
 
-from arl_mpi.deconvolution import hogbom, multiscale
+from arl_mpi.constants import SPEED_OF_LIGHT as C_LIGHT
+from arl_mpi.deconvolution import CleanParams, CleanSettings, hogbom, multiscale
 from arl_mpi.deconvolution.common import convolve_same
+from arl_mpi.deconvolution.subimages import parallel_minor_cycle
 from arl_mpi.imaging import make_psf
-from arl_mpi.imaging.dft import C_LIGHT
 
 log = logging.getLogger("bench_minor_cycle")
 
@@ -63,20 +66,24 @@ def main() -> None:
     sky[rng.integers(0, n, 3000), rng.integers(0, n, 3000)] = rng.pareto(1.5, 3000) + 0.1
     psf2, _ = make_psf(uvw, freq, np.ones((uvw.shape[0], 1)), None, 2 * n, 2 * n, cell, nthreads=2)
     dirty = convolve_same(sky, psf2, workers=2) + rng.normal(scale=0.01, size=(n, n))
+    hb = CleanParams(niter=args.niter)
+    ms = CleanParams(niter=2000, scales_px=(0, 4, 8, 16))
+    tiles = CleanSettings(niter=args.niter, mgain=None)
     runs = [
-        ("hogbom float32, full PSF", lambda: hogbom(dirty, psf, niter=args.niter)),
-        ("hogbom float64, full PSF", lambda: hogbom(dirty, psf, niter=args.niter, double=True)),
+        ("hogbom float32, full PSF", lambda: hogbom(dirty, psf, hb)),
+        ("hogbom float64, full PSF", lambda: hogbom(dirty, psf, hb.replace(double=True))),
         (
             "hogbom float32, psf_support=128",
-            lambda: hogbom(dirty, psf, niter=args.niter, psf_support=128),
+            lambda: hogbom(dirty, psf, hb.replace(psf_support=128)),
         ),
-        (
-            "multiscale [0,4,8,16], full PSF",
-            lambda: multiscale(dirty, psf, scales_px=[0, 4, 8, 16], niter=2000),
-        ),
+        ("multiscale [0,4,8,16], full PSF", lambda: multiscale(dirty, psf, ms)),
         (
             "multiscale, psf_support=128",
-            lambda: multiscale(dirty, psf, scales_px=[0, 4, 8, 16], niter=2000, psf_support=128),
+            lambda: multiscale(dirty, psf, ms.replace(psf_support=128)),
+        ),
+        (
+            f"hogbom, 2x2 sub-images of {n // 2}",
+            lambda: (None, None, parallel_minor_cycle(dirty[None], psf[None], tiles, n // 2)[1]),
         ),
     ]
     for name, fn in runs:

@@ -1,7 +1,7 @@
 """Pipeline wall time against the serial major/minor loop, and scaling with workers.
 
 Simulates one observation (once; reused), then images it with identical settings by
-  * the serial loop (`arl_mpi.imaging.serial.image_serial`, in this process, 1 thread),
+  * the serial loop (`arl_mpi.deconvolution.serial_loop.image_serial`, in this process, 1 thread),
   * the pipeline under `mpiexec -n W+2` for W = 1, 2, ... workers (1 thread each),
   * the pipeline on a local Dask cluster,
 and prints a table (wall time of the imaging, i.e. everything after the store exists).
@@ -50,7 +50,7 @@ def main() -> None:
     rows = []
 
     sys.path.insert(0, str(REPO))
-    from arl_mpi.imaging.serial import image_serial
+    from arl_mpi.deconvolution.serial_loop import image_serial
     from arl_mpi.imaging.stokes import to_stokes
     from arl_mpi.io.store import open_store, read_partition
     from arl_mpi.pipeline.settings import parse_angle

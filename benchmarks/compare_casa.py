@@ -113,7 +113,7 @@ def main() -> None:
     args = p.parse_args()
     if args.large:
         return compare_large(Path(args.large).resolve(), Path(args.out).resolve())
-    from arl_mpi.io import testdata
+    from arl_mpi.testing import realdata as testdata
 
     work = Path(args.out).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ from simstore import ensure_simulated_store  # benchmarks/ is on sys.path when r
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-C_LIGHT = 299792458.0
+
+from arl_mpi.constants import SPEED_OF_LIGHT  # noqa: E402
 
 
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, float, str]:
@@ -49,8 +50,8 @@ def mad(x: np.ndarray) -> float:
 
 def density_weights(uvw, freq, weight, flags, width, cell, binning, robust):
     """Briggs weights from a half-plane density grid of ``width`` cells (WSClean-style fold)."""
-    u = uvw[:, 0:1] * freq[None, :] / C_LIGHT
-    v = uvw[:, 1:2] * freq[None, :] / C_LIGHT
+    u = uvw[:, 0:1] * freq[None, :] / SPEED_OF_LIGHT
+    v = uvw[:, 1:2] * freq[None, :] / SPEED_OF_LIGHT
     flip = v < 0
     u, v = np.where(flip, -u, u), np.where(flip, -v, v)
     if binning == "floor":
@@ -90,9 +91,9 @@ def diagnose_weighting(args) -> None:
     from arl_mpi.imaging.gridding import invert
     from arl_mpi.imaging.stokes import to_stokes
     from arl_mpi.imaging.weighting import apply_weighting, grid_weight_density
-    from arl_mpi.ingest import ingest
-    from arl_mpi.io import testdata
+    from arl_mpi.io.ingest import ingest
     from arl_mpi.io.store import read_partition
+    from arl_mpi.testing import realdata as testdata
 
     if not shutil.which("wsclean"):
         raise SystemExit("wsclean not found: apt-get install wsclean")
@@ -209,7 +210,7 @@ def main() -> None:
         return diagnose_weighting(args)
     from astropy.io import fits
 
-    from arl_mpi.io import testdata
+    from arl_mpi.testing import realdata as testdata
 
     if not shutil.which("wsclean"):
         if args.install and os.geteuid() == 0:

@@ -52,7 +52,7 @@ def main() -> None:
                         nchan_total=int(index.meta.frequency.size))
         nworkers = len(client.scheduler_info()["workers"])
         sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
-        shards = graphs.plan_shards(sizes, nworkers)                         # one shard per worker
+        shards = graphs.shard_layout(sizes, nworkers, graphs.chunk_samples_for(grid))  # one per worker
         data = graphs.load_graph(str(store), shards)                         # delayed, nothing runs yet
         data = graphs.persist_on_workers(client, data)                       # resident on the workers
         density = client.compute(graphs.weight_density_graph(data, grid)).result()  # tree-summed uv density

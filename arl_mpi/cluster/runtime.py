@@ -13,6 +13,11 @@
 
 Traffic is TLS by default, with credentials created per job in memory: under MPI rank 0
 creates them and sends them to the other ranks over MPI; they are never written to disk.
+
+The parts it uses, one job each: :mod:`~arl_mpi.cluster.scratch` (the run's scratch
+directory), :mod:`~arl_mpi.cluster.tls` (credentials), :mod:`~arl_mpi.cluster.quiet` (Dask's
+shutdown noise), :mod:`~arl_mpi.cluster.watchdog` (a stalled job ends with one line) and
+:mod:`arl_mpi.mpienv` (MPI detection, cores and thread pinning).
 """
 
 from __future__ import annotations
@@ -26,101 +31,27 @@ from pathlib import Path
 
 import dask
 
-from arl_mpi.cli import mpi_rank_size
+from arl_mpi.cluster.quiet import quiet_shutdown_noise, quiet_workers
+from arl_mpi.cluster.scratch import run_scratch
 from arl_mpi.cluster.settings import ClusterSettings
+from arl_mpi.cluster.tls import apply_tls_config, current_security, make_tls_config
+from arl_mpi.cluster.watchdog import run_job
 from arl_mpi.errors import ArlError, ClusterError
+from arl_mpi.mpienv import cores_per_rank, mpi_rank_size, pin_numeric_threads
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "ARL_DASK_SCHEDULER"
 SCHEDULER_FILE_ENV = "ARL_DASK_SCHEDULER_FILE"
-_TLS_KEYS = (
-    "ca-file",
-    "scheduler.cert",
-    "scheduler.key",
-    "worker.cert",
-    "worker.key",
-    "client.cert",
-    "client.key",
-)
-
-
-def scratch_directory(settings: ClusterSettings) -> str:
-    """Dask's temporary directory (never a shared ``/tmp/dask-scratch-space`` by default)."""
-    d = settings.scratch or os.environ.get("ARL_SCRATCH")
-    if not d:
-        base = os.environ.get("SLURM_TMPDIR") or os.environ.get("TMPDIR")
-        d = str(Path(base) / "arl-scratch") if base else str(Path.cwd() / "arl-scratch")
-    Path(d).mkdir(parents=True, exist_ok=True, mode=0o700)
-    return d
-
-
-def cores_per_rank() -> int:
-    """Cores this process may use: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else 1."""
-    for k in ("SLURM_CPUS_PER_TASK", "ARL_THREADS", "OMP_NUM_THREADS"):
-        v = os.environ.get(k)
-        if v and v.isdigit() and int(v) > 0:
-            return int(v)
-    return 1
-
-
-def pin_numeric_threads(n: int) -> None:
-    """Limit BLAS/OpenMP threads of numeric libraries to ``n`` (set before heavy imports)."""
-    for k in (
-        "OMP_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "NUMEXPR_NUM_THREADS",
-        "DUCC0_NUM_THREADS",
-    ):
-        os.environ[k] = str(n)
-
-
-def make_tls_config() -> dict[str, str]:
-    """Fresh per-job credentials (self-signed CA = cert, in memory) as Dask config values."""
-    from distributed.security import Security
-
-    try:
-        sec = Security.temporary()
-    except ImportError as e:  # pragma: no cover - cryptography is a dependency
-        raise ClusterError(
-            f"TLS needs the 'cryptography' package ({e}); or pass --no-tls"
-        ) from None
-    return {
-        "ca-file": sec.tls_ca_file,
-        "scheduler.cert": sec.tls_scheduler_cert,
-        "scheduler.key": sec.tls_scheduler_key,
-        "worker.cert": sec.tls_worker_cert,
-        "worker.key": sec.tls_worker_key,
-        "client.cert": sec.tls_client_cert,
-        "client.key": sec.tls_client_key,
-    }
-
-
-def apply_tls_config(tls: dict[str, str]) -> None:
-    """Make ``tls`` this process's Dask TLS configuration (encryption required)."""
-    cfg = {f"distributed.comm.tls.{k}": v for k, v in tls.items()}
-    cfg["distributed.comm.require-encryption"] = True
-    cfg["distributed.comm.default-scheme"] = "tls"
-    dask.config.set(cfg)
-
-
-def current_security():
-    """A Security object from this process's Dask config (TLS when configured)."""
-    from distributed.security import Security
-
-    return Security()
-
-
 WORKER_SETUP = "arl_mpi.cluster.worker_setup"
 
 
 def configure_dask(settings: ClusterSettings) -> None:
-    """Process-wide Dask settings: scratch directory, quiet shutdown, no work stealing of
-    partition-resident tasks (their data already sit on one worker)."""
+    """Process-wide Dask settings: quiet shutdown, worker preload, timeouts, no work stealing
+    of partition-resident tasks (their data already sit on one worker). The scratch directory
+    is set by :func:`run_with_client` for the length of the run."""
     dask.config.set(
         {
-            "temporary-directory": scratch_directory(settings),
             "distributed.scheduler.work-stealing": False,
             "distributed.worker.daemon": False,
             "distributed.admin.tick.limit": "30s",
@@ -140,82 +71,10 @@ def _with_worker_setup(preload) -> list[str]:
     return mods if WORKER_SETUP in mods else [*mods, WORKER_SETUP]
 
 
-# Messages of Dask's shutdown chatter (and of errors only a closing cluster raises).
-SHUTDOWN_NOISE = (
-    "CommClosedError",
-    "StreamClosedError",
-    "Stream is closed",
-    "Connection refused",
-    "Failed to reconnect",
-    "Timed out trying to connect",
-    "Closing Nanny",
-    "Connection to scheduler broken",
-    "caused the cluster to lose",
-    "ConnectionPool is closed",
-    # a task's exception reaches the driver, which reports it once (with a traceback
-    # in the log when it is a bug): the worker's copy is noise
-    "Compute Failed",
-)
-
-
-class _ShutdownNoiseFilter(logging.Filter):
-    """Drop the CommClosedError/StreamClosedError tracebacks Dask logs while a cluster closes."""
-
-    NOISE = SHUTDOWN_NOISE
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[0] is not None:
-            name = record.exc_info[0].__name__
-            if name in ("CommClosedError", "StreamClosedError", "CancelledError", "OSError"):
-                return False
-        msg = record.getMessage()
-        return not any(n in msg for n in self.NOISE)
-
-
-def quiet_shutdown_noise() -> None:
-    """Keep Dask's own chatter to warnings and drop shutdown noise (all ranks)."""
-    f = _ShutdownNoiseFilter()
-    for name in (
-        "distributed",
-        "distributed.core",
-        "distributed.worker",
-        "distributed.scheduler",
-        "distributed.comm",
-        "distributed.comm.tcp",
-        "distributed.batched",
-        "distributed.nanny",
-        "distributed.client",
-        "distributed.utils",
-        "distributed.utils_perf",
-        "distributed.http.proxy",
-        "tornado.application",
-    ):
-        lg = logging.getLogger(name)
-        lg.setLevel(logging.WARNING)
-        lg.addFilter(f)
-    for h in logging.getLogger().handlers:
-        h.addFilter(f)
-
-
-def quiet_workers(client) -> None:
-    """Install the same log filter in worker processes this process did not configure itself
-    (a LocalCluster's nanny-spawned workers, and their replacements after a restart), so a
-    task's failure reaches the user once, as the driver's one-line error, not as a worker traceback."""
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class QuietLogs(WorkerPlugin):
-        name = "arl-mpi-quiet-logs"
-
-        def setup(self, worker) -> None:
-            quiet_shutdown_noise()
-
-    with contextlib.suppress(Exception):
-        client.register_plugin(QuietLogs())
-
-
 def register_plugins(client) -> None:
     """Scheduler plugin :class:`~arl_mpi.cluster.plugins.ReviveLooseTasks` and the worker log
-    filter (best effort: an external cluster whose processes cannot import arl_mpi does without)."""
+    filter (best effort: an external cluster whose processes cannot import arl_mpi does
+    without)."""
     from arl_mpi.cluster.plugins import ReviveLooseTasks
 
     try:
@@ -238,8 +97,8 @@ def dashboard_message(client) -> str:
     with contextlib.suppress(OSError):
         host = socket.gethostbyaddr(host)[0]
     return (
-        f"dashboard: http://localhost:{port}/status on {host} (bound to localhost; from your laptop: "
-        f"ssh -N -L 8787:localhost:{port} [-J you@login-node] you@{host}, then open "
+        f"dashboard: http://localhost:{port}/status on {host} (bound to localhost; from your "
+        f"laptop: ssh -N -L 8787:localhost:{port} [-J you@login-node] you@{host}, then open "
         "http://localhost:8787/status)"
     )
 
@@ -254,160 +113,35 @@ def detect_mode() -> str:
     return "local"
 
 
-MEMORY_ADVICE = (
-    "raise --memory-limit, use --stream if not already, or split the store into more, smaller "
-    "partitions"
-)
-
-
-def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterError:
-    """A one-line ClusterError for Dask's KilledWorker (workers died running the same task,
-    almost always because the task needs more memory than the worker's limit)."""
-    ws = getattr(e, "last_worker", None)
-    limit = getattr(ws, "memory_limit", 0) or 0
-    shown = f"{limit / 2**20:.0f} MiB" if limit else settings.memory_limit
-    key = getattr(e, "task", "?")
-    tries = getattr(e, "allowed_failures", 0) + 1
-    return ClusterError(
-        f"task {key} was tried on {tries} workers and each died running it (usually the worker "
-        f"memory limit, here {shown}, is too small for one partition; see the nanny's "
-        f"'exceeded 95% memory budget' lines): {MEMORY_ADVICE}"
-    )
-
-
-class WorkerWatchdog:
-    """Ends a job whose cluster cannot make progress for ``grace`` seconds.
-
-    Two ways a Dask cluster waits forever, both seen here:
-
-    * no worker at all (the soak benchmark: after eleven memory-limit restarts in a row the
-      LocalCluster's nannies stopped starting workers and the driver sat in
-      ``Future.result()``);
-    * every worker *paused* while the driver waits on a task: Dask pauses a worker at 80 % of
-      its memory limit (``distributed.worker.memory.pause``) and starts nothing on it until
-      spilling brings it below; memory that cannot be spilled (the interpreter and libraries
-      themselves, with a limit of ~100 MB) keeps it paused for good, and no KilledWorker
-      ever comes.
-
-    A thread polls the scheduler every ``poll`` s; after ``grace`` s in either state it
-    records why and closes the client, which releases the driver's wait; :func:`_run_job`
-    then raises a one-line ClusterError.
-    """
-
-    def __init__(self, client, grace: float, poll: float = 2.0):
-        import threading
-
-        self.client, self.grace, self.poll = client, grace, poll
-        self.reason: str | None = None
-        self._limit = 0  # the largest worker memory limit seen (bytes; 0: none or unknown)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="arl-worker-watchdog", daemon=True)
-
-    def __enter__(self) -> WorkerWatchdog:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.poll + 5)
-
-    def _state(self) -> str | None:
-        """``"none"`` (no worker), ``"paused"`` (every worker paused while the driver waits on
-        a future), ``"ok"``, or None when the scheduler cannot be asked this time."""
-        try:
-            workers = self.client.scheduler_info()["workers"]
-        except Exception:  # noqa: BLE001 - a busy or closing scheduler: no verdict this time
-            return None
-        if not workers:
-            return "none"
-        self._limit = max((w.get("memory_limit") or 0) for w in workers.values())
-        if all(w.get("status") == "paused" for w in workers.values()) and self._waiting():
-            return "paused"
-        return "ok"
-
-    def _waiting(self) -> bool:
-        """Whether this client holds a future that has not finished."""
-        try:
-            return any(f.status == "pending" for f in list(self.client.futures.values()))
-        except Exception:  # noqa: BLE001 - the dict changed under us: assume it waits
-            return True
-
-    def _why(self, state: str) -> str:
-        limit = self._limit
-        shown = f"{limit / 2**20:.0f} MiB" if limit else "its limit"
-        if state == "none":
-            hint = (
-                f"; if the lines above say 'exceeded 95% memory budget', the worker memory limit "
-                f"({shown}) is too small: raise --memory-limit or use --stream"
-                if limit
-                else ""
-            )
-            return (
-                f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
-                f"and none came back{hint}); the last checkpoint, if any, can be continued "
-                "with --resume"
-            )
-        import dask
-
-        pause = dask.config.get("distributed.worker.memory.pause", 0.8)
-        at = f"{pause:.0%} of" if isinstance(pause, (int, float)) and pause else "the pause threshold of"
-        return (
-            f"every Dask worker has been paused at {at} its memory limit ({shown}) for "
-            f"{self.grace:.0f} s with work waiting, and spilling cannot free that memory: "
-            f"{MEMORY_ADVICE}"
-        )
-
-    def _run(self) -> None:
-        import time
-
-        since, last = 0.0, None  # when the current bad state ("none"/"paused") began
-        while not self._stop.wait(self.poll):
-            state = self._state()
-            if state in (None, "ok"):
-                last = None
-                continue
-            if state != last:
-                since, last = time.monotonic(), state
-            if time.monotonic() - since >= self.grace:
-                self.reason = self._why(state)
-                log.error("%s", self.reason)
-                with contextlib.suppress(Exception):
-                    self.client.close(timeout=5)
-                return
-
-
-def _run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
-    """``job(client)`` under a :class:`WorkerWatchdog`, with Dask's KilledWorker and a
-    worker-less cluster turned into one-line ClusterErrors."""
-    from distributed import KilledWorker
-
-    with WorkerWatchdog(client, grace=settings.cluster_timeout) as dog:
-        try:
-            return job(client)
-        except KilledWorker as e:
-            raise killed_worker_error(e, settings) from None
-        except BaseException:  # the closed client cancels the driver's futures (CancelledError)
-            if dog.reason:
-                raise ClusterError(dog.reason) from None
-            raise
-
-
 def run_with_client(job: Callable[..., int], settings: ClusterSettings | None = None) -> int:
     """Run ``job(client)`` wherever this process was launched; see the module docstring.
 
-    Returns the job's exit status on every rank (non-driver ranks return the driver's).
-    Exceptions from ``job`` propagate on the driver after the cluster was shut down.
+    The run's scratch directory (:func:`~arl_mpi.cluster.scratch.run_scratch`) is Dask's
+    temporary directory while it runs; a per-run one is removed at the end, on every rank.
+
+    Parameters
+    ----------
+    job : callable
+        ``job(client) -> exit status``, run on the driver.
+    settings : ClusterSettings, optional
+
+    Returns
+    -------
+    int
+        The job's exit status on every rank (non-driver ranks return the driver's).
+        Exceptions from ``job`` propagate on the driver after the cluster was shut down.
     """
     settings = settings or ClusterSettings()
     mode = detect_mode()
-    if mode == "mpi":
-        return _run_mpi(job, settings)
-    configure_dask(settings)
-    if mode == "external":
-        with connect_external(settings) as client:
-            return _run_job(job, client, settings)
-    with local_client(settings) as client:
-        return _run_job(job, client, settings)
+    with run_scratch(settings) as scratch, dask.config.set({"temporary-directory": scratch}):
+        if mode == "mpi":
+            return _run_mpi(job, settings, scratch)
+        configure_dask(settings)
+        if mode == "external":
+            with connect_external(settings) as client:
+                return run_job(job, client, settings)
+        with local_client(settings, scratch) as client:
+            return run_job(job, client, settings)
 
 
 @contextlib.contextmanager
@@ -445,8 +179,9 @@ def connect_external(settings: ClusterSettings):
 
 
 @contextlib.contextmanager
-def local_client(settings: ClusterSettings):
-    """A LocalCluster sized to this machine (TLS on localhost unless disabled)."""
+def local_client(settings: ClusterSettings, scratch: str):
+    """A LocalCluster sized to this machine (TLS on localhost unless disabled), its workers'
+    directories under ``scratch``."""
     from distributed import Client, LocalCluster
 
     ncores = os.cpu_count() or 1
@@ -463,7 +198,7 @@ def local_client(settings: ClusterSettings):
         memory_limit=settings.memory_limit,
         host="127.0.0.1",
         dashboard_address=settings.dashboard_address if settings.dashboard else None,
-        local_directory=scratch_directory(settings),
+        local_directory=scratch,
         **kwargs,
     )
     client = Client(cluster, security=kwargs.get("security"))
@@ -480,7 +215,7 @@ def local_client(settings: ClusterSettings):
             cluster.close(timeout=10)
 
 
-def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
+def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -> int:
     from dask_mpi import initialize
     from mpi4py import MPI
 
@@ -488,9 +223,9 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
     rank, size = comm.Get_rank(), comm.Get_size()
     if size < 3:
         raise ClusterError(
-            f"{size} MPI rank(s) is too few: arl_mpi needs at least 3 — rank 0 runs the Dask scheduler, "
-            "rank 1 the driver (major/minor cycles), ranks 2+ the workers. Use e.g. mpiexec -n 4, "
-            "or run without mpiexec for a local cluster."
+            f"{size} MPI rank(s) is too few: arl_mpi needs at least 3 — rank 0 runs the Dask "
+            "scheduler, rank 1 the driver (major/minor cycles), ranks 2+ the workers. Use e.g. "
+            "mpiexec -n 4, or run without mpiexec for a local cluster."
         )
     configure_dask(settings)
     threads = settings.threads_per_worker or cores_per_rank()
@@ -502,7 +237,7 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
     is_driver = initialize(
         interface=settings.interface,
         nthreads=threads,
-        local_directory=scratch_directory(settings),
+        local_directory=scratch,
         memory_limit=settings.memory_limit,
         dashboard=settings.dashboard,
         dashboard_address=settings.dashboard_address,
@@ -532,7 +267,7 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings) -> int:
             threads,
             dashboard_message(client),
         )
-        status = int(_run_job(job, client, settings) or 0)
+        status = int(run_job(job, client, settings) or 0)
     except BaseException as e:  # noqa: BLE001 - every failure must end every rank
         error = e
         status = 2 if isinstance(e, ArlError) else 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 
-from arl_mpi.cluster.runtime import SHUTDOWN_NOISE, quiet_shutdown_noise
+from arl_mpi.cluster.quiet import SHUTDOWN_NOISE, quiet_shutdown_noise
 
 
 class TeardownTracebackGuard:

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from .common import axpy_flat, crop_psf, mad_sigma, normalise_psf
+from .policy import CleanParams, CleanSettings, as_params
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,9 @@ def effective_threshold(
 def hogbom(
     dirty: np.ndarray,
     psf: np.ndarray,
+    params: CleanParams | CleanSettings | None = None,
     *,
-    gain: float = 0.1,
-    niter: int = 1000,
-    threshold: float = 0.0,
-    auto_threshold: float | None = None,
-    mgain: float | None = None,
-    mask: np.ndarray | None = None,
-    psf_support: int | None = None,
-    double: bool = False,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Hogbom CLEAN.
 
@@ -63,25 +58,17 @@ def hogbom(
     psf : ndarray [py, px]
         PSF with its peak at ``(py//2, px//2)`` (normalised to 1 here); any size, typically
         the image size (clipped at the edges) or twice the image size (exact everywhere).
-    gain : float
-        Loop gain.
-    niter : int
-        Maximum number of components in this call.
-    threshold : float
-        Stop when the absolute peak is <= threshold (Jy/beam).
-    auto_threshold : float or None
-        Stop when the peak is <= ``auto_threshold * sigma``, sigma = 1.4826 MAD of the
-        initial residual (over the mask if given).
-    mgain : float or None
-        Stop when the peak has dropped to ``(1 - mgain) * starting peak`` (major-cycle gain).
-    mask : ndarray [ny, nx] bool or None
-        Components are only searched where True.
-    psf_support : int or None
-        If given, only the central ``(2 psf_support + 1)^2`` PSF patch is subtracted
-        (faster, approximate). None = full PSF.
-    double : bool
-        Keep the working residual in float64 (default float32, about twice as fast;
-        the model is always accumulated in float64).
+    params : CleanParams, CleanSettings or None
+        ``gain``, ``niter`` (maximum number of components in this call), ``threshold``,
+        ``auto_threshold`` (sigma = 1.4826 MAD of the initial residual, over the mask),
+        ``mgain`` (stop at ``(1 - mgain) * starting peak``), ``mask`` (components only where
+        True), ``psf_support`` (subtract only the central ``(2 psf_support + 1)^2`` PSF
+        patch: faster, approximate) and ``double`` (float64 working residual; default
+        float32, about twice as fast; the model is always float64). See
+        :class:`~arl_mpi.deconvolution.policy.CleanParams`; scales are ignored.
+    keep : ndarray [ny, nx] bool or None
+        Components at pixels where False are subtracted from the residual but not added to
+        the model (the margin of a sub-image, cleaned by its owner). None = keep all.
 
     Returns
     -------
@@ -91,7 +78,8 @@ def hogbom(
     info : dict
         ``niter`` (components done), ``peak`` (final absolute masked residual peak),
         ``start_peak``, ``threshold`` (effective), ``sigma`` (MAD noise, 0 if unused),
-        ``stop_reason`` in {'niter', 'threshold', 'auto_threshold', 'mgain', 'empty'}.
+        ``stop_reason`` in {'niter', 'threshold', 'auto_threshold', 'mgain', 'empty'},
+        ``kept`` (components added to the model; ``niter`` unless ``keep`` is given).
 
     Notes
     -----
@@ -102,11 +90,13 @@ def hogbom(
     component raises them by ``|amp| * max|PSF row|`` and a row is re-scanned only when its
     bound is the largest, so most iterations scan a handful of rows instead of the image.
     """
+    p = as_params(params)
+    gain, niter, threshold, mask, double = p.gain, p.niter, p.threshold, p.mask, p.double
     dirty = np.asarray(dirty, dtype=np.float64)
     ny, nx = dirty.shape
     rdtype = np.float64 if double else np.float32
     axpy = blas.daxpy if double else blas.saxpy
-    psf = crop_psf(normalise_psf(psf), psf_support)
+    psf = crop_psf(normalise_psf(psf), p.psf_support)
     py, px = psf.shape
     cy, cx = py // 2, px // 2
     width = nx + px
@@ -122,6 +112,8 @@ def hogbom(
     maskb = None if mask is None else np.asarray(mask, dtype=bool)
     maskf = None if maskb is None else maskb.astype(rdtype)
     buf = np.empty((ny, nx), dtype=rdtype)
+    keepb = None if keep is None else np.asarray(keep, dtype=bool)
+    kept = 0
 
     def absmax_rows(r0: int, r1: int) -> np.ndarray:
         sub = residual[r0:r1]
@@ -129,7 +121,7 @@ def hogbom(
             sub = np.multiply(sub, maskf[r0:r1], out=buf[r0:r1])
         return np.maximum(sub.max(axis=1), -sub.min(axis=1))
 
-    thr, thr_kind, sigma = effective_threshold(dirty, threshold, auto_threshold, maskb)
+    thr, thr_kind, sigma = effective_threshold(dirty, threshold, p.auto_threshold, maskb)
     # Lazy row maxima: ``bound[r]`` is an upper bound of the masked |residual| in row r and
     # is exact where ``exact[r]``. Subtracting amp * PSF raises the bound of row r by at most
     # |amp| * max|PSF row|; a row is only re-scanned when its bound is the largest.
@@ -137,7 +129,7 @@ def hogbom(
     exact = np.ones(ny, dtype=bool)
     psf_rowabs = np.abs(psf).max(axis=1).astype(np.float64)
     start_peak = float(bound.max()) if ny else 0.0
-    mgain_stop = (1.0 - mgain) * start_peak if mgain is not None else -1.0
+    mgain_stop = (1.0 - p.mgain) * start_peak if p.mgain is not None else -1.0
     info: dict[str, Any] = {"start_peak": start_peak, "threshold": thr, "sigma": sigma}
     reason = "niter"
     done = 0
@@ -177,7 +169,9 @@ def hogbom(
         row = residual[y] if maskf is None else residual[y] * maskf[y]
         x = int(np.argmax(np.abs(row)))
         amp = gain * float(residual[y, x])
-        model[y, x] += amp
+        if keepb is None or keepb[y, x]:
+            model[y, x] += amp
+            kept += 1
         # flat offset between residual index k and PSF index q: k = q + off
         off = (y - cy) * width + (x - cx)
         k0 = max(0, off)
@@ -193,6 +187,6 @@ def hogbom(
         bound = absmax_rows(0, ny)
         final_peak = float(bound.max())
     info["row_scans"] = nscan
-    info.update(niter=done, peak=final_peak, stop_reason=reason)
+    info.update(niter=done, kept=kept, peak=final_peak, stop_reason=reason)
     log.debug("hogbom: %s", info)
     return model, residual.astype(np.float64), info

@@ -31,12 +31,15 @@ from typing import Any
 import numpy as np
 from scipy.linalg import blas
 
+from arl_mpi.errors import InputError
+
 from .common import axpy_flat, convolve_same, crop_psf, normalise_psf, patch_slices, scale_kernel
 from .hogbom import effective_threshold
+from .policy import CleanParams, CleanSettings, as_params
 
 log = logging.getLogger(__name__)
 
-__all__ = ["multiscale", "mfs_clean", "spectral_index", "taylor_residuals"]
+__all__ = ["multiscale", "mfs_clean", "spectral_index", "taylor_psfs", "taylor_residuals"]
 
 
 def taylor_residuals(
@@ -89,8 +92,13 @@ def _engine(
     mgain: float | None,
     mask: np.ndarray | None,
     double: bool = False,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """MS-MFS minor cycle (see module docstring).
+
+    ``keep`` (bool [ny, nx] or None): components centred where False are subtracted from the
+    residuals but not added to the models (sub-image margins); ``info['kept']`` counts the
+    others.
 
     Implementation: all residual images (``nsc`` smoothed ones and the unsmoothed one, each
     with ``nterms`` Taylor planes) are stored with rows padded to ``nx + px`` and every cross
@@ -152,6 +160,8 @@ def _engine(
     maskb = None if mask is None else np.asarray(mask, dtype=bool)
     maskf = None if maskb is None else maskb.astype(np.float64)
     models = np.zeros((nterms, ny, nx))
+    keepb = None if keep is None else np.asarray(keep, dtype=bool)
+    kept = 0
 
     def crit_rows(sc: int, rows: np.ndarray) -> np.ndarray:
         sub = views[sc][:, rows, :].astype(np.float64)
@@ -201,9 +211,11 @@ def _engine(
         y = peaks[s][0]
         x = int(np.argmax(crit_rows(s, np.array([y]))[0]))
         amp = gain * (hinv[s] @ views[s][:, y, x].astype(np.float64))
-        ksl_img, ksl_k = patch_slices(y, x, (ny, nx), kernels[s].shape)
-        for t in range(nterms):
-            models[t][ksl_img] += amp[t] * kernels[s][ksl_k]
+        if keepb is None or keepb[y, x]:
+            ksl_img, ksl_k = patch_slices(y, x, (ny, nx), kernels[s].shape)
+            for t in range(nterms):
+                models[t][ksl_img] += amp[t] * kernels[s][ksl_k]
+            kept += 1
         off = (y - pcy) * width + (x - pcx)
         k0, k1 = max(0, off), min(nflat_res, nflat_psf + off)
         r0, r1 = max(0, y - pcy), min(ny, y - pcy + py)
@@ -227,6 +239,7 @@ def _engine(
         done += 1
     info.update(
         niter=done,
+        kept=kept,
         peak=float(res_rows(np.arange(ny)).max()) if ny else 0.0,
         stop_reason=reason,
         components_per_scale=dict(zip(scales, nscale_used.tolist(), strict=True)),
@@ -245,17 +258,9 @@ def _pad_to(k1: np.ndarray, k2: np.ndarray) -> tuple[tuple[int, int], tuple[int,
 def multiscale(
     dirty: np.ndarray,
     psf: np.ndarray,
+    params: CleanParams | CleanSettings | None = None,
     *,
-    scales_px: Sequence[float] = (0, 4, 8, 16),
-    scale_bias: float = 0.6,
-    gain: float = 0.1,
-    niter: int = 1000,
-    threshold: float = 0.0,
-    auto_threshold: float | None = None,
-    mgain: float | None = None,
-    mask: np.ndarray | None = None,
-    psf_support: int | None = None,
-    double: bool = False,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multiscale CLEAN (single frequency).
 
@@ -265,16 +270,13 @@ def multiscale(
     psf : ndarray [py, px]
         Peak at ``(py//2, px//2)``; same size as the image or larger (see
         :mod:`arl_mpi.deconvolution.common`).
-    scales_px : sequence of float
-        Component full widths in pixels (0 = point).
-    scale_bias : float
-        Small-scale bias: scale s is weighted by ``1 - scale_bias * s / max(scales)``.
-    gain, niter, threshold, auto_threshold, mgain, mask
-        As for :func:`~arl_mpi.deconvolution.hogbom.hogbom`.
-    psf_support : int or None
-        Use only the central ``(2 psf_support + 1)^2`` PSF patch (faster, approximate).
-    double : bool
-        float64 working residuals (default float32; models are always float64).
+    params : CleanParams, CleanSettings or None
+        ``scales_px`` (component full widths in pixels, 0 = point), ``scale_bias`` (scale s
+        is weighted by ``1 - scale_bias * s / max(scales)``), and ``gain``, ``niter``,
+        ``threshold``, ``auto_threshold``, ``mgain``, ``mask``, ``psf_support``, ``double``
+        as for :func:`~arl_mpi.deconvolution.hogbom.hogbom`.
+    keep : ndarray [ny, nx] bool or None
+        As for :func:`~arl_mpi.deconvolution.hogbom.hogbom` (component centres).
 
     Returns
     -------
@@ -283,21 +285,42 @@ def multiscale(
     info : dict
         As for hogbom plus ``components_per_scale``.
     """
-    psf = crop_psf(normalise_psf(psf), psf_support)
-    models, resid, info = _engine(
-        np.asarray(dirty, dtype=np.float64)[None],
-        psf[None],
-        scales_px,
-        scale_bias,
-        gain,
-        niter,
-        threshold,
-        auto_threshold,
-        mgain,
-        mask,
-        double,
-    )
+    p = as_params(params)
+    psf = crop_psf(normalise_psf(psf), p.psf_support)
+    models, resid, info = _run_engine(np.asarray(dirty, dtype=np.float64)[None], psf[None], p, keep)
     return models[0], resid[0], info
+
+
+def _run_engine(
+    resid_t: np.ndarray, psf_q: np.ndarray, p: CleanParams, keep: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    return _engine(
+        resid_t,
+        psf_q,
+        p.scales_px,
+        p.scale_bias,
+        p.gain,
+        p.niter,
+        p.threshold,
+        p.auto_threshold,
+        p.mgain,
+        p.mask,
+        p.double,
+        keep,
+    )
+
+
+def taylor_psfs(
+    psf_cube: np.ndarray,
+    freqs: np.ndarray,
+    ref_freq: float,
+    nterms: int,
+    weights: np.ndarray,
+    psf_support: int | None = None,
+) -> np.ndarray:
+    """PSF moments ``P_q = sum_c w_c x_c^q B_c`` (q = 0..2 nterms - 2) of peak-1 PSFs."""
+    psfs = np.stack([crop_psf(normalise_psf(p), psf_support) for p in psf_cube])
+    return taylor_residuals(psfs, freqs, ref_freq, 2 * nterms - 1, weights)
 
 
 def mfs_clean(
@@ -306,18 +329,10 @@ def mfs_clean(
     freqs: np.ndarray,
     ref_freq: float,
     nterms: int = 2,
+    params: CleanParams | CleanSettings | None = None,
     *,
     channel_weights: np.ndarray | None = None,
-    scales_px: Sequence[float] = (0,),
-    scale_bias: float = 0.6,
-    gain: float = 0.1,
-    niter: int = 1000,
-    threshold: float = 0.0,
-    auto_threshold: float | None = None,
-    mgain: float | None = None,
-    mask: np.ndarray | None = None,
-    psf_support: int | None = None,
-    double: bool = False,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Multi-frequency (multiscale) CLEAN with Taylor terms (MS-MFS).
 
@@ -333,11 +348,13 @@ def mfs_clean(
         Reference frequency of the Taylor expansion.
     nterms : int
         Number of Taylor terms.
+    params : CleanParams, CleanSettings or None
+        As for :func:`multiscale` (``scales_px=(0,)`` for point components); thresholds
+        apply to the Taylor-0 residual. None = defaults with point components only.
     channel_weights : ndarray [nchan] or None
         Relative weight of each channel (e.g. its sum of weights); default equal.
-    scales_px, scale_bias, gain, niter, threshold, auto_threshold, mgain, mask
-    psf_support, double
-        As for :func:`multiscale`; thresholds apply to the Taylor-0 residual.
+    keep : ndarray [ny, nx] bool or None
+        As for :func:`multiscale`.
 
     Returns
     -------
@@ -347,28 +364,16 @@ def mfs_clean(
         Weighted Taylor-moment residual images ``sum_c w_c x_c^t R_c``.
     info : dict
     """
+    p = CleanParams(scales_px=(0,)) if params is None else as_params(params)
     dirty_cube = np.asarray(dirty_cube, dtype=np.float64)
     nchan = dirty_cube.shape[0]
     freqs = np.asarray(freqs, dtype=np.float64)
     if freqs.shape != (nchan,) or np.asarray(psf_cube).shape[0] != nchan:
-        raise ValueError("dirty_cube, psf_cube and freqs must agree in nchan")
+        raise InputError("dirty_cube, psf_cube and freqs must agree in nchan")
     w = np.ones(nchan) if channel_weights is None else np.asarray(channel_weights, float)
-    psfs = np.stack([crop_psf(normalise_psf(p), psf_support) for p in psf_cube])
     resid_t = taylor_residuals(dirty_cube, freqs, ref_freq, nterms, w)
-    psf_q = taylor_residuals(psfs, freqs, ref_freq, 2 * nterms - 1, w)
-    return _engine(
-        resid_t,
-        psf_q,
-        scales_px,
-        scale_bias,
-        gain,
-        niter,
-        threshold,
-        auto_threshold,
-        mgain,
-        mask,
-        double,
-    )
+    psf_q = taylor_psfs(psf_cube, freqs, ref_freq, nterms, w, p.psf_support)
+    return _run_engine(resid_t, psf_q, p, keep)
 
 
 def spectral_index(taylor0: np.ndarray, taylor1: np.ndarray, threshold: float) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Public API (what scripts and pipelines use)::
 
-    from arl_mpi.graphs import GridSpec, plan_shards, load_graph, invert_graph, psf_graph, normalise
+    from arl_mpi.graphs import GridSpec, shard_layout, load_graph, invert_graph, psf_graph, normalise
 
 * :mod:`arl_mpi.graphs.shard_tasks` — the functions that run on a worker (one per task);
 * :mod:`arl_mpi.graphs.shard_graphs` — one builder per task, returning ``dask.delayed``;
@@ -10,6 +10,7 @@ Public API (what scripts and pipelines use)::
 """
 
 from arl_mpi.graphs.shard_graphs import (
+    chunk_samples_for,
     constant,
     counts_graph,
     invert_graph,
@@ -18,9 +19,12 @@ from arl_mpi.graphs.shard_graphs import (
     model_constant,
     normalise,
     persist_on_workers,
+    plan_chunks,
     plan_shards,
     psf_graph,
     reweight_graph,
+    shard_layout,
+    split_contiguous,
     tree_reduce,
     tree_sum_images,
     weight_density_graph,
@@ -36,7 +40,8 @@ from arl_mpi.graphs.shard_tasks import (
 from arl_mpi.imaging.gridspec import GridSpec
 
 __all__ = [
-    "GridSpec", "Shard", "StreamShard", "VisBlock", "VisCounts", "Weighting", "constant", "counts_graph",
-    "invert_graph", "load_graph", "map_graph", "model_constant", "normalise", "persist_on_workers", "plan_shards",
-    "psf_graph", "require_data", "reweight_graph", "tree_reduce", "tree_sum_images", "weight_density_graph",
+    "GridSpec", "Shard", "StreamShard", "VisBlock", "VisCounts", "Weighting", "chunk_samples_for", "constant",
+    "counts_graph", "invert_graph", "load_graph", "map_graph", "model_constant", "normalise", "persist_on_workers",
+    "plan_chunks", "plan_shards", "psf_graph", "require_data", "reweight_graph", "shard_layout", "split_contiguous",
+    "tree_reduce", "tree_sum_images", "weight_density_graph",
 ]

@@ -20,6 +20,7 @@ from arl_mpi.imaging.gridding import predict
 from arl_mpi.imaging.gridspec import GridSpec
 from arl_mpi.imaging.stokes import to_stokes
 from arl_mpi.io.store import open_store, read_partition
+from arl_mpi.models import parallel_hand_mask
 
 
 @dataclass
@@ -65,9 +66,11 @@ def imaging_block(cal: CalData, gaintable: GainTable | None, stokes: str = "I") 
                     nflag_bad=cal.nflag_bad)
 
 
-def imaging_shard(cals: list[CalData], gaintables: list[GainTable | None], stokes: str = "I") -> Shard:
-    """One worker's shard to image: its partitions corrected with their gains, merged."""
-    return merge_blocks([imaging_block(c, g, stokes) for c, g in zip(cals, gaintables, strict=True)])
+def imaging_shard(cals: list[list[CalData]], gaintables: list[list[GainTable | None]], stokes: str = "I") -> Shard:
+    """One worker's shard to image: each chunk's partitions corrected with their gains, merged."""
+    parts = [merge_blocks([imaging_block(c, g, stokes) for c, g in zip(cc, gg, strict=True)])
+             for cc, gg in zip(cals, gaintables, strict=True)]
+    return Shard(pids=tuple(p for m in parts for p in m.pids), blocks=[b for m in parts for b in m.blocks])
 
 
 def model_visibilities(cal: CalData, grid: GridSpec, model: np.ndarray) -> np.ndarray:
@@ -79,7 +82,7 @@ def model_visibilities(cal: CalData, grid: GridSpec, model: np.ndarray) -> np.nd
         sel = oc == o
         if np.any(model[o]):
             out[:, sel] = predict(cal.uvw, cal.freq[sel], model[o], grid.cell, **grid.gridder_kwargs())
-    parallel = np.array([p in ("XX", "YY", "RR", "LL", "I") for p in cal.polarisations], dtype=np.float32)
+    parallel = parallel_hand_mask(cal.polarisations).astype(np.float32)
     return out[:, :, None] * parallel[None, None, :]
 
 

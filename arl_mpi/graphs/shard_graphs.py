@@ -60,18 +60,19 @@ def tree_sum_images(partials: Sequence[Delayed]) -> Delayed:
     return tree_reduce(partials, _add_pair)
 
 
-def plan_shards(partition_sizes: Sequence[int], nshards: int) -> list[tuple[int, ...]]:
-    """Split partitions ``0..n-1`` into at most ``nshards`` contiguous groups of similar size.
+def split_contiguous(sizes: Sequence[float], ngroups: int) -> list[tuple[int, ...]]:
+    """Split items ``0..n-1`` into at most ``ngroups`` contiguous groups of similar total size.
 
     Parameters
     ----------
-    partition_sizes : samples of each partition, in partition order
-    nshards : wanted groups (the number of workers); fewer when there are fewer partitions
+    sizes : size of each item, in order
+    ngroups : wanted groups; fewer when there are fewer items
 
     Returns
     -------
-    groups : partition ids of each shard, in order; every partition in exactly one
+    groups : item indices of each group, in order; every item in exactly one
     """
+    partition_sizes, nshards = sizes, ngroups
     sizes = np.asarray(partition_sizes, dtype=np.float64)
     n = sizes.size
     k = max(1, min(int(nshards), n))
@@ -90,17 +91,56 @@ def plan_shards(partition_sizes: Sequence[int], nshards: int) -> list[tuple[int,
     return [tuple(range(bounds[i], bounds[i + 1])) for i in range(k)]
 
 
-def load_graph(store_path: str, shards: Sequence[Sequence[int]], stokes: str = "I", verify: bool = True,
+def plan_chunks(partition_sizes: Sequence[int], chunk_samples: int) -> list[tuple[int, ...]]:
+    """Consecutive partitions grouped into chunks of about ``chunk_samples`` samples each.
+
+    The plan depends on the data only (and, through ``chunk_samples``, on the image size),
+    never on the number of workers: every ducc0 call then sees the same visibilities on any
+    cluster. ``chunk_samples`` should be large against the image (a call's FFTs cost about
+    as much as gridding a few samples per pixel), see :func:`chunk_samples_for`.
+    """
+    total = float(np.sum(partition_sizes))
+    n = max(1, int(np.ceil(total / max(int(chunk_samples), 1))))
+    return split_contiguous(partition_sizes, n)
+
+
+def chunk_samples_for(grid: GridSpec, samples_per_pixel: float = 2.0, floor: int = 1 << 18) -> int:
+    """Default chunk size: ``samples_per_pixel`` x image pixels (at least ``floor``).
+
+    ducc0's per-call cost beyond the gridding itself (FFTs of the oversampled grid, w-planes)
+    is about that of gridding one sample per pixel, so two or more samples per pixel keep the
+    per-call overhead a fraction of the gridding while leaving many chunks to spread.
+    """
+    return max(int(floor), int(samples_per_pixel * grid.npix_x * grid.npix_y))
+
+
+def plan_shards(chunk_sizes: Sequence[int], nworkers: int) -> list[tuple[int, ...]]:
+    """Chunks ``0..n-1`` grouped into at most ``nworkers`` contiguous shards of similar size."""
+    return split_contiguous(chunk_sizes, nworkers)
+
+
+def load_graph(store_path: str, shards: Sequence[Sequence[Sequence[int]]], stokes: str = "I", verify: bool = True,
                stream: bool = False, max_batch_samples: int = 50_000_000) -> list[Delayed]:
-    """One delayed shard per group of partitions, loaded on whichever worker runs it.
+    """One delayed shard per entry of ``shards`` (each a list of chunks, each a list of
+    partition ids), loaded on whichever worker runs it.
 
     With ``stream`` the shards are :class:`~arl_mpi.graphs.shard_tasks.StreamShard` recipes
-    (nothing is read until a gridding task runs, and then in batches).
+    (nothing is read until a gridding task runs, and then a chunk at a time).
     """
+    def chunks(shard):
+        return tuple(tuple(int(p) for p in c) for c in shard)
+
     if stream:
-        return [constant(tasks.StreamShard(str(store_path), tuple(p), stokes, verify, int(max_batch_samples)))
-                for p in shards]
-    return [delayed(tasks.load_shard, pure=True)(str(store_path), tuple(p), stokes, verify) for p in shards]
+        return [constant(tasks.StreamShard(str(store_path), chunks(sh), stokes, verify, int(max_batch_samples)))
+                for sh in shards]
+    return [delayed(tasks.load_shard, pure=True)(str(store_path), chunks(sh), stokes, verify) for sh in shards]
+
+
+def shard_layout(partition_sizes: Sequence[int], nworkers: int, chunk_samples: int) -> list[list[tuple[int, ...]]]:
+    """Partitions -> chunks (:func:`plan_chunks`) -> one shard of whole chunks per worker."""
+    chunks = plan_chunks(partition_sizes, chunk_samples)
+    sizes = [sum(partition_sizes[p] for p in c) for c in chunks]
+    return [[chunks[i] for i in g] for g in plan_shards(sizes, nworkers)]
 
 
 def counts_graph(shards: Sequence[Delayed]) -> Delayed:
@@ -143,8 +183,9 @@ def map_graph(fn: Callable, items: Sequence[Any], *args, **kwargs) -> list[Delay
 
 
 def model_constant(model: np.ndarray, grid: GridSpec) -> Delayed:
-    """The model as one graph node in the gridder's precision (what the workers degrid)."""
-    return constant(np.ascontiguousarray(model, dtype=grid.image_dtype))
+    """The model as one graph node in the gridder's precision (what ducc0 degrids: float32
+    unless ``double``), so the model sent to each worker costs half the bytes of float64."""
+    return constant(np.ascontiguousarray(model, dtype=np.float64 if grid.double else np.float32))
 
 
 def persist_on_workers(client, items: Sequence[Delayed], placement: Sequence[int] | None = None) -> list:

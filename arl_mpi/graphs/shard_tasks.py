@@ -1,18 +1,23 @@
 """The tasks that run on the workers, one function per task, over *shards*.
 
-A shard is what one worker holds: the partitions placed on it, merged at load time into one
-:class:`VisBlock` per distinct channel set (time partitions of the same spectral window
-become one block of concatenated rows). A gridding task then makes **one ducc0 call per
-output channel per block** — not one per partition — and returns one partial image for the
-whole shard: the cost of a major cycle follows the visibilities, not the partition count.
+A shard is what one worker holds: a run of *chunks*, each chunk a run of consecutive
+partitions merged at load time into one :class:`VisBlock` per channel set (time partitions
+of one spectral window become one block of concatenated rows). The chunk plan depends on
+the data and the image size only (:func:`arl_mpi.graphs.shard_graphs.plan_chunks`), never
+on the number of workers; shards are whole chunks. A gridding task makes **one ducc0 call
+per output channel per block**, sums its chunks locally (float64) and returns one partial
+image for the whole shard: the cost of a major cycle follows the visibilities, not the
+partition count, only one image per worker travels, and since every ducc0 call sees the
+same visibilities whatever the worker count, images agree across worker counts to float32
+rounding of the partial sums.
 
-Under ``--stream`` a shard is a :class:`StreamShard` instead: the recipe (store, partitions,
-weighting) from which the task reads its visibilities in batches of bounded size every
-time it runs, so a worker never holds more than one batch.
+Under ``--stream`` a shard is a :class:`StreamShard` instead: the recipe (store, chunks,
+weighting) from which the task reads one chunk at a time (split further when a chunk
+exceeds the memory budget), so a worker never holds more than one batch.
 
 Each builder in :mod:`arl_mpi.graphs.shard_graphs` runs exactly one of these functions
 (``invert_graph`` runs :func:`invert_shard`, ``psf_graph`` :func:`psf_shard`, ...). Only
-small results travel: partial images in the gridder's precision, counts, uv densities.
+small results travel: one float64 partial image per worker, counts, uv densities.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ class VisBlock:
 
 @dataclass
 class Shard:
-    """What one worker holds: its partitions merged into one block per channel set."""
+    """What one worker holds: its chunks, each merged into one block per channel set."""
 
     pids: tuple[int, ...]
     blocks: list[VisBlock]
@@ -127,14 +132,15 @@ class StreamShard:
 
     Attributes
     ----------
-    store : path of the store; pids : its partitions; stokes, verify : as for loading
-    max_batch_samples : at most this many samples are read and gridded at once (at least one
-        partition per batch)
+    store : path of the store; chunks : its chunks (partition ids of each), in order
+    stokes, verify : as for loading
+    max_batch_samples : at most this many samples are read and gridded at once; a chunk
+        larger than that is read in several batches (at least one partition per batch)
     weighting : imaging weights applied to every batch (None: the stored weights)
     """
 
     store: str
-    pids: tuple[int, ...]
+    chunks: tuple[tuple[int, ...], ...]
     stokes: str = "I"
     verify: bool = True
     max_batch_samples: int = 50_000_000
@@ -186,9 +192,15 @@ def merge_blocks(blocks: Sequence[VisBlock]) -> Shard:
     return Shard(pids=tuple(p for b in blocks for p in b.pids), blocks=merged)
 
 
-def load_shard(store_path: str, pids: Sequence[int], stokes: str = "I", verify: bool = True) -> Shard:
-    """Read the partitions ``pids`` (on the worker) and merge them into one shard."""
+def load_chunk(store_path: str, pids: Sequence[int], stokes: str = "I", verify: bool = True) -> Shard:
+    """Read the partitions ``pids`` (on the worker) and merge them (one block per channel set)."""
     return merge_blocks([load_block(store_path, pid, stokes, verify) for pid in pids])
+
+
+def load_shard(store_path: str, chunks: Sequence[Sequence[int]], stokes: str = "I", verify: bool = True) -> Shard:
+    """Read a shard's chunks (on the worker): each chunk merged on its own, blocks in chunk order."""
+    parts = [load_chunk(store_path, pids, stokes, verify) for pids in chunks]
+    return Shard(pids=tuple(p for c in parts for p in c.pids), blocks=[b for c in parts for b in c.blocks])
 
 
 def _weighted(block: VisBlock, grid: GridSpec, w: Weighting | None) -> VisBlock:
@@ -204,18 +216,20 @@ def _weighted(block: VisBlock, grid: GridSpec, w: Weighting | None) -> VisBlock:
 
 
 def _stream_batches(src: StreamShard) -> Iterator[list[int]]:
+    """Each chunk's partitions, split where a chunk exceeds ``max_batch_samples``."""
     index = open_store(src.store)
-    batch, n = [], 0
-    for pid in src.pids:
-        part = index.partitions[pid]
-        size = int(part.nrow) * int(part.chan_stop - part.chan_start)
-        if batch and n + size > src.max_batch_samples:
+    for chunk in src.chunks:
+        batch, n = [], 0
+        for pid in chunk:
+            part = index.partitions[pid]
+            size = int(part.nrow) * int(part.chan_stop - part.chan_start)
+            if batch and n + size > src.max_batch_samples:
+                yield batch
+                batch, n = [], 0
+            batch.append(pid)
+            n += size
+        if batch:
             yield batch
-            batch, n = [], 0
-        batch.append(pid)
-        n += size
-    if batch:
-        yield batch
 
 
 def iter_blocks(shard: Shard | StreamShard, grid: GridSpec | None = None) -> Iterator[VisBlock]:
@@ -224,7 +238,7 @@ def iter_blocks(shard: Shard | StreamShard, grid: GridSpec | None = None) -> Ite
         yield from shard.blocks
         return
     for pids in _stream_batches(shard):
-        merged = load_shard(shard.store, pids, shard.stokes, shard.verify)
+        merged = load_chunk(shard.store, pids, shard.stokes, shard.verify)
         for b in merged.blocks:
             yield _weighted(b, grid, shard.weighting) if grid is not None else b
 
@@ -261,8 +275,9 @@ def reweight_shard(shard: Shard | StreamShard, grid: GridSpec, weighting: Weight
 
 
 def _per_out_channel(shard: Shard | StreamShard, grid: GridSpec, fn) -> tuple[np.ndarray, np.ndarray]:
-    """Sum ``fn(block, channel_mask, out_channel) -> (image, sumwt)`` over blocks and output channels."""
-    img = np.zeros((grid.channels_out, grid.npix_y, grid.npix_x), dtype=grid.image_dtype)
+    """Sum ``fn(block, channel_mask, out_channel) -> (image, sumwt)`` over blocks and output channels
+    (accumulated in float64, returned as ``grid.image_dtype``)."""
+    img = np.zeros((grid.channels_out, grid.npix_y, grid.npix_x), dtype=np.float64)
     sw = np.zeros(grid.channels_out)
     for b in iter_blocks(shard, grid):
         if b.vis.shape[0] == 0:
@@ -272,7 +287,7 @@ def _per_out_channel(shard: Shard | StreamShard, grid: GridSpec, fn) -> tuple[np
             part, w = fn(b, oc == o, int(o))
             img[o] += part
             sw[o] += w
-    return img, sw
+    return img.astype(grid.image_dtype, copy=False), sw
 
 
 def invert_shard(shard: Shard | StreamShard, grid: GridSpec,
@@ -287,7 +302,7 @@ def invert_shard(shard: Shard | StreamShard, grid: GridSpec,
 
     Returns
     -------
-    image_sum : [channels_out, ny, nx] in the gridder's precision (float32 unless ``double``)
+    image_sum : [channels_out, ny, nx] float64, this shard's sum
     sumwt : [channels_out] float64
     """
     kw = grid.gridder_kwargs()

@@ -1,33 +1,28 @@
-"""Gridding, weighting, Stokes conversion, restoring and the serial imaging loop."""
+"""Gridding, weighting, Stokes conversion and restoring (pure numpy)."""
 
 from .beam import fit_beam, gaussian_kernel, restore
 from .dft import dft_invert, dft_predict, lm_to_pixel, lm_to_radec, pixel_to_lm, radec_to_lm
 from .gridding import invert, invert_unnormalised, make_psf, predict, psf_unnormalised
-from .serial import CleanSettings, image_serial, minor_cycle_step, stop_rule
 from .stokes import to_stokes
 from .weighting import apply_weighting, grid_weight_density, taper_gaussian
 
 __all__ = [
-    "CleanSettings",
     "apply_weighting",
     "dft_invert",
     "dft_predict",
     "fit_beam",
     "gaussian_kernel",
     "grid_weight_density",
-    "image_serial",
     "invert",
     "invert_unnormalised",
     "lm_to_pixel",
     "lm_to_radec",
     "make_psf",
-    "minor_cycle_step",
     "pixel_to_lm",
     "predict",
     "psf_unnormalised",
     "radec_to_lm",
     "restore",
-    "stop_rule",
     "taper_gaussian",
     "to_stokes",
 ]

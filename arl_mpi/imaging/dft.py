@@ -16,9 +16,12 @@ import logging
 
 import numpy as np
 
+from arl_mpi.constants import SPEED_OF_LIGHT
+
 log = logging.getLogger(__name__)
 
-C_LIGHT = 299792458.0
+#: Deprecated alias of :data:`arl_mpi.constants.SPEED_OF_LIGHT` (kept for existing importers).
+C_LIGHT = SPEED_OF_LIGHT
 
 __all__ = [
     "C_LIGHT",
@@ -155,7 +158,7 @@ def dft_predict(
         r1 = min(nrow, r0 + chunk)
         delay = uvw[r0:r1] @ lmn  # [rows, ncomp] metres
         for c, f in enumerate(freq):
-            ph = np.exp((2j * np.pi * f / C_LIGHT) * delay)
+            ph = np.exp((2j * np.pi * f / SPEED_OF_LIGHT) * delay)
             vis[r0:r1, c] = ph @ flux[:, c]
     return vis
 
@@ -199,7 +202,7 @@ def dft_invert(
     sel = wgt != 0
     rows, chans = np.nonzero(sel)
     wv = (wgt * vis)[sel]
-    scale = freq[chans] / C_LIGHT
+    scale = freq[chans] / SPEED_OF_LIGHT
     uvw_l = uvw[rows] * scale[:, None]  # [nvis, 3] in wavelengths
     sumwt = wgt.sum()
     yy, xx = np.mgrid[0:npix_y, 0:npix_x]

@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from .dft import C_LIGHT
+from arl_mpi.constants import SPEED_OF_LIGHT as C_LIGHT
 
 log = logging.getLogger(__name__)
 

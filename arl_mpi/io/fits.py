@@ -70,22 +70,43 @@ def read_fits(path: str | os.PathLike) -> Image:
     return Image(data=np.transpose(data, (1, 0, 2, 3)), wcs=wcs, bunit=str(hdr.get("BUNIT", "")), beam=beam)
 
 
+def preview_stretch(plane: np.ndarray) -> tuple[float, float, float]:
+    """``(vmin, vmax, linear_width)`` of the asinh stretch of a preview.
+
+    The scale runs from the 0.5th percentile (clipping the deepest negative sidelobes) to the
+    peak; the asinh is linear within a few noise sigmas (MAD) of zero and logarithmic above
+    (as DS9's and CARTA's asinh scales), so the noise and faint sources stay visible next to
+    a source thousands of times brighter, which a linear scale renders black.
+    """
+    finite = plane[np.isfinite(plane)]
+    if finite.size == 0:
+        return 0.0, 1.0, 1.0
+    vmin, vmax = float(np.percentile(finite, 0.5)), float(finite.max())
+    sigma = 1.4826 * float(np.median(np.abs(finite - np.median(finite))))
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    width = max(3.0 * sigma, 1e-3 * (vmax - vmin))
+    return vmin, vmax, width
+
+
 def write_png(path: str | os.PathLike, img: Image, title: str = "", chan: int = 0, pol: int = 0) -> Path:
     """Write a PNG preview of one plane (RA increasing leftwards, as on the sky).
 
-    The colour scale is clipped to the 0.5/99.9 percentiles so faint structure shows.
+    Colours follow :func:`preview_stretch`: percentile clip with an asinh stretch.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import AsinhNorm
 
     plane = img.data[chan, pol]
-    vmin, vmax = np.nanpercentile(plane, [0.5, 99.9])
+    vmin, vmax, width = preview_stretch(plane)
     celestial = img.wcs.celestial
     fig = plt.figure(figsize=(6.4, 5.6), dpi=100)
     ax = fig.add_subplot(projection=celestial)
-    im = ax.imshow(plane, origin="lower", cmap="inferno", vmin=vmin, vmax=vmax)
+    im = ax.imshow(plane, origin="lower", cmap="inferno",
+                   norm=AsinhNorm(linear_width=width, vmin=vmin, vmax=vmax))
     ax.set_xlabel("RA")
     ax.set_ylabel("Dec")
     ax.set_title(title)

@@ -58,7 +58,8 @@ class MSReader:
             ) from None
         if column not in self.main.colnames():
             raise InputError(
-                f"{self.path}: has no {column} column (has {', '.join(c for c in COLUMNS if c in self.main.colnames())})"
+                f"{self.path}: has no {column} column "
+                f"(has {', '.join(c for c in COLUMNS if c in self.main.colnames())})"
             )
         self.column = column
         self.field, self.spw = field, spw

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from arl_mpi.cli import mpi_rank_size
 from arl_mpi.io.store import PartitionInfo, StoreIndex, StoreMeta, create_store, finalize_store
+from arl_mpi.mpienv import mpi_rank_size
 
 
 def write_store_parallel(store: str | Path, npart: int, write_one: Callable[[int], PartitionInfo],

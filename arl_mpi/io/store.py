@@ -286,7 +286,8 @@ _PARTITION_DTYPE = np.dtype([
 ])
 
 
-def plan_partitions(times: np.ndarray, nchan: int, ntime_parts: int, nfreq_parts: int) -> list[tuple[int, int, np.ndarray, slice]]:
+def plan_partitions(times: np.ndarray, nchan: int, ntime_parts: int,
+                    nfreq_parts: int) -> list[tuple[int, int, np.ndarray, slice]]:
     """Split unique times and channels into blocks.
 
     Returns
@@ -309,7 +310,8 @@ def plan_partitions(times: np.ndarray, nchan: int, ntime_parts: int, nfreq_parts
     return out
 
 
-def write_store(path: str | os.PathLike, meta: StoreMeta, vis: Visibility, ntime_parts: int = 1, nfreq_parts: int = 1) -> StoreIndex:
+def write_store(path: str | os.PathLike, meta: StoreMeta, vis: Visibility, ntime_parts: int = 1,
+                nfreq_parts: int = 1) -> StoreIndex:
     """Partition an in-memory observation and write it as a store (serially).
 
     Convenience for small data and tests; large observations are written in parallel by
@@ -358,7 +360,8 @@ def _check_schema(f: h5py.File, where: Path, fmt: str) -> int:
         raise StoreError(f"{where}: not an arl_mpi visibility store file (format '{got_fmt}', expected '{fmt}')")
     ver = int(_attr(f, "schema_version", where))
     if ver != SCHEMA_VERSION:
-        raise StoreError(f"{where}: unsupported store schema version {ver} (this arl_mpi {__version__} reads version {SCHEMA_VERSION})")
+        raise StoreError(f"{where}: unsupported store schema version {ver} "
+                         f"(this arl_mpi {__version__} reads version {SCHEMA_VERSION})")
     return ver
 
 

@@ -19,13 +19,13 @@ from astropy import units as u
 from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.io import fits
 
+from arl_mpi.constants import SPEED_OF_LIGHT
 from arl_mpi.errors import InputError
 from arl_mpi.io.store import StoreMeta
 from arl_mpi.models import POLARISATION_FRAMES, Configuration, Visibility
 
 log = logging.getLogger(__name__)
 
-C_LIGHT = 299792458.0
 _STOKES_CODES = {
     -1: "RR",
     -2: "LL",
@@ -306,7 +306,7 @@ class UVFitsReader:
         weight = arr[..., 2] if arr.shape[-1] > 2 else np.ones(arr.shape[:-1], np.float32)
         flags = ~(weight > 0) | ~np.isfinite(vis)
         weight = np.where(flags, 0.0, weight).astype(np.float32)
-        uvw = np.stack([self._par(n)[rows] for n in ("UU", "VV", "WW")], axis=1) * C_LIGHT
+        uvw = np.stack([self._par(n)[rows] for n in ("UU", "VV", "WW")], axis=1) * SPEED_OF_LIGHT
         if not hasattr(self, "_ants"):
             self._ants = self.antennas()
         a1, a2 = self._ants

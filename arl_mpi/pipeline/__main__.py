@@ -12,8 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
-from arl_mpi.cli import mpi_rank_size, run_cli, setup_logging
+from arl_mpi.cli import run_cli, setup_logging
 from arl_mpi.cluster.settings import ClusterSettings
+from arl_mpi.mpienv import mpi_rank_size
 from arl_mpi.pipeline.settings import ConfigExit, Settings, settings_from_args
 
 log = logging.getLogger("arl_mpi.pipeline")
@@ -28,11 +29,9 @@ def cluster_settings(s: Settings) -> ClusterSettings:
 
 def run(s: Settings, client) -> int:
     """Driver side: prepare the store, run the chosen pipeline, write the summary."""
-    from arl_mpi.pipeline.common import check_memory
     from arl_mpi.pipeline.outputs import write_summary
     from arl_mpi.pipeline.prepare import ensure_store
 
-    check_memory(s)
     Path(s.name).parent.mkdir(parents=True, exist_ok=True)
     store = ensure_store(client, s)
     if s.pipeline == "continuum":
@@ -59,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.code
     rank, _ = mpi_rank_size()
     setup_logging(s.log_level, rank, cluster_roles=True)
+    from arl_mpi.pipeline.common import check_memory
+
+    check_memory(s)  # every rank, before any cluster starts
     from arl_mpi.cluster.runtime import run_with_client
 
     return run_with_client(lambda client: run(s, client), cluster_settings(s))

@@ -91,7 +91,9 @@ class MemoryPlan:
 
     Attributes
     ----------
-    worker_resident_bytes : the largest shard held resident, plus gridding work space
+    worker_resident_bytes : peak while the largest shard loads (its blocks and their merged copy,
+        one partition's raw read) plus gridding work space
+    worker_process_bytes : the largest worker process before any data (modules imported)
     worker_stream_bytes : the same with ``--stream`` (one batch at a time)
     worker_budget_bytes : what a worker may use: its limit x Dask's target fraction, less
         what the worker process already uses (None: no limit)
@@ -107,12 +109,14 @@ class MemoryPlan:
     stream: bool
     switched: bool = False
     max_batch_samples: int = 50_000_000
+    worker_process_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for the summary."""
         return {"worker_resident_estimate_bytes": self.worker_resident_bytes,
                 "worker_stream_estimate_bytes": self.worker_stream_bytes,
                 "worker_budget_bytes": self.worker_budget_bytes, "driver_estimate_bytes": self.driver_bytes,
+                "worker_process_bytes": self.worker_process_bytes,
                 "mode": "stream" if self.stream else "resident", "switched_to_stream": self.switched,
                 "max_batch_samples": self.max_batch_samples}
 
@@ -124,30 +128,44 @@ def gridder_work_bytes(grid: GridSpec) -> int:
     return int(4 * grid.npix_x * grid.npix_y * item + 3 * grid.image_bytes())
 
 
-def shard_sizes(index: StoreIndex, shards: list[tuple[int, ...]]) -> list[tuple[int, int]]:
+def shard_sizes(index: StoreIndex, shards: list[list[tuple[int, ...]]]) -> list[tuple[int, int]]:
     """``(samples, rows)`` of each shard, from the store's index (nothing is read)."""
     out = []
-    for pids in shards:
-        parts = [index.partitions[p] for p in pids]
+    for chunks in shards:
+        parts = [index.partitions[p] for c in chunks for p in c]
         out.append((sum(p.nrow * (p.chan_stop - p.chan_start) for p in parts), sum(p.nrow for p in parts)))
     return out
 
 
-def _worker_budget(client) -> int | None:
-    """Smallest per-worker budget: memory limit x target fraction, less the process's own use."""
+def _worker_process_bytes() -> int:
+    """Resident memory of this worker process once it has imported what the tasks import."""
+    import psutil
+
+    import arl_mpi.graphs.shard_tasks  # noqa: F401 (the tasks' imports: h5py, ducc0, astropy)
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _worker_budget(client) -> tuple[int | None, int]:
+    """Smallest per-worker budget (memory limit x Dask's target fraction, less what the worker
+    process itself uses with the tasks' modules imported) and the largest process size."""
     info = client.scheduler_info()["workers"]
-    budgets = []
     frac = dask.config.get("distributed.worker.memory.target", 0.6) or 0.6
-    for w in info.values():
+    try:
+        used = {k: int(v) for k, v in client.run(_worker_process_bytes).items()}
+    except Exception:  # noqa: BLE001 - a worker that cannot run it: fall back on Dask's metric
+        used = {}
+    budgets = []
+    for addr, w in info.items():
         limit = int(w.get("memory_limit") or 0)
-        if limit <= 0:
-            continue
-        used = int((w.get("metrics") or {}).get("memory", 0) or 0)
-        budgets.append(int(limit * frac) - used)
-    return min(budgets) if budgets else None
+        rss = used.get(addr, int((w.get("metrics") or {}).get("memory", 0) or 0))
+        if limit > 0:
+            budgets.append(int(limit * frac) - rss)
+    return (min(budgets) if budgets else None), max(used.values(), default=0)
 
 
-def plan_memory(client, s: Settings, index: StoreIndex, grid: GridSpec, shards: list[tuple[int, ...]]) -> MemoryPlan:
+def plan_memory(client, s: Settings, index: StoreIndex, grid: GridSpec,
+                shards: list[list[tuple[int, ...]]]) -> MemoryPlan:
     """Estimate worker and driver memory; decide resident or streamed shards (``--memory-check``).
 
     Raises
@@ -157,18 +175,24 @@ def plan_memory(client, s: Settings, index: StoreIndex, grid: GridSpec, shards: 
     """
     sizes = shard_sizes(index, shards)
     largest_part = max((p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions), default=0)
+    largest_chunk = max((sum(index.partitions[p].nrow * (index.partitions[p].chan_stop - index.partitions[p].chan_start)
+                             for p in c) for sh in shards for c in sh), default=0)
     npol = max(1, len(index.meta.polarisations))
-    load_transient = largest_part * npol * BYTES_PER_SAMPLE * 2
+    raw = BYTES_PER_SAMPLE * (2 * npol + 1)  # a partition read (all correlations), sanitised, to Stokes
+    load_transient = largest_part * raw
     work = gridder_work_bytes(grid)
-    resident = max((n * BYTES_PER_SAMPLE + r * BYTES_PER_ROW for n, r in sizes), default=0) + work + load_transient
-    budget = _worker_budget(client) if s.memory_check != "off" else None
-    per_sample_stream = (BYTES_PER_SAMPLE * (1 + 2 * npol) + 8)  # read + Stokes + weights + model vis
+    shard = max((n * BYTES_PER_SAMPLE + r * BYTES_PER_ROW for n, r in sizes), default=0)
+    resident = 2 * shard + work + load_transient  # the shard's blocks and their merged copy
+    budget, process = _worker_budget(client) if s.memory_check != "off" else (None, 0)
+    per_sample_stream = raw + BYTES_PER_SAMPLE + 8  # a batch read + its merged copy + model visibilities
     batch = 50_000_000
     if budget is not None:
         batch = max(1, int((budget - work) / per_sample_stream)) if budget > work else 1
-    stream_bytes = min(largest_part, batch) * per_sample_stream + work
+    batch = max(batch, largest_part)  # a batch holds at least one partition
+    stream_bytes = min(largest_chunk, batch) * per_sample_stream + work
     plan = MemoryPlan(worker_resident_bytes=int(resident), worker_stream_bytes=int(stream_bytes),
                       worker_budget_bytes=budget, driver_bytes=estimate_driver_memory(s), stream=s.stream,
+                      worker_process_bytes=process,
                       max_batch_samples=int(batch))
     log.info("memory estimate: %.3g GiB per worker resident (%.3g GiB streamed), budget %s; driver %.3g GiB",
              resident / 2**30, stream_bytes / 2**30,
@@ -195,7 +219,7 @@ class ImagingShards:
     data: list
     counts: VisCounts
     grid: GridSpec
-    shards: list[tuple[int, ...]]
+    shards: list[list[tuple[int, ...]]]
     stream: bool
     memory: MemoryPlan | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -203,29 +227,38 @@ class ImagingShards:
     def traffic_per_cycle(self, nworkers: int) -> dict[str, int]:
         """Bytes moved and tasks run by one major cycle (partials up, the model down)."""
         n = len(self.data)
-        return {"shards": n, "gridding_tasks": n, "reduction_tasks": max(n - 1, 0),
+        model_bytes = self.grid.image_bytes() // (1 if self.grid.double else 2)  # sent in the gridder's precision
+        return {"shards": n, "chunks": sum(len(sh) for sh in self.shards), "gridding_tasks": n,
+                "reduction_tasks": max(n - 1, 0),
                 "partial_image_bytes_up": n * self.grid.image_bytes(),
-                "model_bytes_down": min(n, max(nworkers, 1)) * self.grid.image_bytes()}
+                "model_bytes_down": min(n, max(nworkers, 1)) * model_bytes}
 
 
-def shard_plan(client, s: Settings, index: StoreIndex) -> list[tuple[int, ...]]:
-    """Partitions grouped into one shard per worker (``--shards worker``) or one per partition."""
+def shard_plan(client, s: Settings, index: StoreIndex, grid: GridSpec) -> list[list[tuple[int, ...]]]:
+    """The run's shards, each a list of chunks (partition ids).
+
+    ``--shards worker``: partitions -> chunks of about
+    :func:`~arl_mpi.graphs.shard_graphs.chunk_samples_for` samples (a plan that does not
+    depend on the workers) -> one shard of whole chunks per worker. ``--shards partition``:
+    every partition its own chunk and shard (one task per partition, as before shards).
+    """
     sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
     if s.shards == "partition":
-        return [(i,) for i in range(len(sizes))]
+        return [[(i,)] for i in range(len(sizes))]
     nworkers = max(1, len(client.scheduler_info()["workers"]))
-    return graphs.plan_shards(sizes, nworkers)
+    return graphs.shard_layout(sizes, nworkers, graphs.chunk_samples_for(grid))
 
 
 def load_and_weight(client, s: Settings, index: StoreIndex, grid: GridSpec) -> ImagingShards:
     """Load every shard onto its worker (or plan streaming), check it, apply imaging weights."""
-    shards = shard_plan(client, s, index)
+    shards = shard_plan(client, s, index, grid)
     mem = plan_memory(client, s, index, grid, shards)
     data = graphs.load_graph(str(index.path), shards, s.stokes, s.verify, stream=mem.stream,
                              max_batch_samples=mem.max_batch_samples)
     if not mem.stream:
         data = graphs.persist_on_workers(client, data)
-    log.info("%d partitions in %d shards (%s)", len(index.partitions), len(shards),
+    log.info("%d partitions in %d chunks in %d shards (%s)", len(index.partitions),
+             sum(len(sh) for sh in shards), len(shards),
              "streamed from the store" if mem.stream else "resident on the workers")
     res = weight_data(client, s, data, grid, str(index.path), stream=mem.stream)
     res.shards, res.memory = shards, mem

@@ -67,8 +67,8 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
     grid = grid_spec(s, index)
     freqs_out = output_frequencies(index, s.channels_out)
     npart = len(index.partitions)
-    shards = shard_plan(client, s, index)
-    home = {pid: k for k, pids in enumerate(shards) for pid in pids}  # partition -> its shard's worker
+    shards = shard_plan(client, s, index, grid)
+    home = {pid: k for k, chunks in enumerate(shards) for c in chunks for pid in c}  # partition -> its shard's worker
     cal = graphs.persist_on_workers(
         client, [delayed(cal_tasks.load_cal_data, pure=True)(str(index.path), pid, s.verify) for pid in range(npart)],
         placement=[home[pid] for pid in range(npart)])
@@ -80,8 +80,9 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
     for rnd in range(s.ical_rounds):
         t0 = time.perf_counter()
         data = graphs.persist_on_workers(
-            client, [delayed(cal_tasks.imaging_shard, pure=True)([cal[p] for p in pids], [gains[p] for p in pids],
-                                                                 s.stokes) for pids in shards])
+            client, [delayed(cal_tasks.imaging_shard, pure=True)([[cal[p] for p in c] for c in chunks],
+                                                                 [[gains[p] for p in c] for c in chunks], s.stokes)
+                     for chunks in shards])
         res = weight_data(client, s, data, grid, str(index.path))
         res.shards = shards
         psf, sumwt, dirty, beam, _ = psf_and_dirty(client, res.data, grid)
@@ -104,9 +105,9 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
                 model = point_model(client, res.data, grid)
                 info["point_model_jy"] = float(model.max())
             model_f = graphs.model_constant(model, grid)
-            gains = [client.compute(delayed(cal_tasks.solve_partition, pure=True)(c, grid, model_f, solint=solint, mode=mode,
-                                                                          min_snr=s.ical_min_snr,
-                                                                          pol_mode=s.ical_pol_mode))
+            solve = delayed(cal_tasks.solve_partition, pure=True)
+            gains = [client.compute(solve(c, grid, model_f, solint=solint, mode=mode, min_snr=s.ical_min_snr,
+                                          pol_mode=s.ical_pol_mode))
                      for c in cal]
             info["solve"] = mode
             info["solve_s"] = round(time.perf_counter() - t0, 3)

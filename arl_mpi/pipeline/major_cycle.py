@@ -49,6 +49,36 @@ class CleanResult:
         return np.stack([restore(self.model[c], self.residual[c], self.beam, cell) for c in range(self.model.shape[0])])
 
 
+def task_stream(client):
+    """Dask's task stream of the calls inside the ``with`` block (``.data``: one record per task)."""
+    from distributed import get_task_stream
+
+    return get_task_stream(client)
+
+
+def cycle_time_split(records: list[dict], wall: float) -> dict[str, float]:
+    """Where a major cycle's wall time went, from its task stream.
+
+    ``gridding_s``: the busiest worker's time in gridding tasks (``invert_shard``);
+    ``reduction_s``: time in the tree sum's additions on its critical path (one per level);
+    ``overhead_s``: the rest (scheduling, transfers, the driver's normalisation).
+    """
+    per_worker: dict[str, float] = {}
+    adds: list[float] = []
+    for r in records:
+        key = str(r.get("key", ""))
+        spent = sum(ss["stop"] - ss["start"] for ss in r.get("startstops", []) if ss.get("action") == "compute")
+        if "invert_shard" in key:
+            per_worker[r.get("worker", "")] = per_worker.get(r.get("worker", ""), 0.0) + spent
+        elif "add_pair" in key:
+            adds.append(spent)
+    gridding = max(per_worker.values(), default=0.0)
+    depth = int(np.ceil(np.log2(max(len(per_worker), 1)))) if per_worker else 0
+    reduction = float(np.sum(sorted(adds, reverse=True)[:depth])) if adds else 0.0
+    return {"gridding_s": round(gridding, 3), "reduction_s": round(reduction, 3),
+            "overhead_s": round(max(wall - gridding - reduction, 0.0), 3)}
+
+
 def run_minor_cycle(client, s: Settings, residual: np.ndarray, psf: np.ndarray, sumwt: np.ndarray,
                     freqs_out: np.ndarray, cs, niter_done: int) -> tuple[np.ndarray, dict[str, Any]]:
     """One minor cycle: on the driver, or as sub-image tasks on the workers
@@ -99,15 +129,17 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
         if "taylor" in info:
             taylor = info["taylor"] if taylor is None else taylor + info["taylor"]
         tj = time.perf_counter()
-        residual, _ = image_from(client, graphs.invert_graph(data, grid, graphs.model_constant(model, grid)))
+        with task_stream(client) as ts:
+            residual, _ = image_from(client, graphs.invert_graph(data, grid, graphs.model_constant(model, grid)))
         dt_major = time.perf_counter() - tj
+        split = cycle_time_split(ts.data, dt_major)
         t_major += dt_major
         cycle += 1
         new_peak, new_sigma = minor.residual_stats(residual, sumwt)
         rec = {"cycle": cycle, "minor_iterations": last_minor, "total_iterations": niter_done,
                "start_peak": peak, "peak": new_peak, "rms_mad": new_sigma,
                "model_flux": float(model.sum() / model.shape[0]), "minor_stop": info.get("stop_reason"),
-               "minor_s": round(dt_minor, 3), "major_s": round(dt_major, 3)}
+               "minor_s": round(dt_minor, 3), "major_s": round(dt_major, 3), **split}
         cycles.append(rec)
         log.info("major cycle %d/%d: %d components (total %d/%d), residual peak %.4g -> %.4g Jy/beam, "
                  "rms %.3g, model flux %.4g Jy", cycle, s.nmiter, last_minor, niter_done, s.niter, peak, new_peak,

@@ -14,26 +14,12 @@ from pathlib import Path
 from dask import delayed
 
 from arl_mpi.errors import StoreError
-from arl_mpi.io.store import create_store, finalize_store, open_store
+from arl_mpi.io.store import open_store
 from arl_mpi.pipeline.settings import Settings
-from arl_mpi.simulation.builtin import (
-    SimulationSettings,
-    build,
-    partition_plan,
-    write_simulated_partition,
-)
+from arl_mpi.simulation.builtin import SimulationSettings
+from arl_mpi.simulation.writer import write_simulated_store
 
 log = logging.getLogger("arl_mpi.pipeline")
-
-
-def simulate_graph(store: str, sim_settings: SimulationSettings, ntime_parts: int, nfreq_parts: int) -> list:
-    """Delayed writers, one per partition; each worker simulates and writes its partition."""
-    def write(pid: int):
-        sim = build(sim_settings)
-        return write_simulated_partition(store, sim, pid, partition_plan(sim, ntime_parts, nfreq_parts))
-
-    n = len(partition_plan(build(sim_settings), ntime_parts, nfreq_parts))
-    return [delayed(write, pure=False)(pid) for pid in range(n)]
 
 
 def builtin_simulation(pipeline: str) -> SimulationSettings:
@@ -53,7 +39,7 @@ def builtin_simulation(pipeline: str) -> SimulationSettings:
 def ensure_store(client, s: Settings) -> str:
     """Path of the store to image (simulating the built-in observation when needed)."""
     if s.vis:
-        from arl_mpi.ingest import ensure_store_from_input
+        from arl_mpi.io.ingest import ensure_store_from_input
 
         store = ensure_store_from_input(s.vis, s.time_partitions, s.freq_partitions)  # MS/UVFITS: ingest once
         open_store(store)  # fail early with a one-line error
@@ -73,8 +59,8 @@ def ensure_store(client, s: Settings) -> str:
         raise StoreError(f"{path}: exists but holds a different observation; remove it or pass --vis")
     log.info("simulating the built-in observation into %s (%d x %d partitions, written by the workers)",
              path, s.time_partitions, s.freq_partitions)
-    create_store(path)
-    infos = client.gather(client.compute(simulate_graph(str(path), sim_settings, s.time_partitions,
-                                                        s.freq_partitions)))
-    finalize_store(path, build(sim_settings).meta(), infos)
+    def on_workers(write, pids):
+        return client.gather(client.compute([delayed(write, pure=False)(pid) for pid in pids]))
+
+    write_simulated_store(path, sim_settings, s.time_partitions, s.freq_partitions, map_partitions=on_workers)
     return str(path)

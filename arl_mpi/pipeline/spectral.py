@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from arl_mpi.deconvolution import CleanSettings, minor_cycle_step, stop_rule
 from arl_mpi.deconvolution.common import mad_sigma
 from arl_mpi.errors import ConfigError
 from arl_mpi.graphs import shard_graphs as graphs
 from arl_mpi.graphs.shard_tasks import VisBlock, map_blocks
 from arl_mpi.imaging.beam import fit_beam, restore
-from arl_mpi.imaging.serial import CleanSettings, minor_cycle_step, stop_rule
 from arl_mpi.imaging.uvcontsub import uv_continuum_subtract
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor

@@ -24,6 +24,7 @@ from arl_mpi.simulation.observation import (
     add_components,
     add_noise,
     configuration_from_layout,
+    create_visibility,
     default_polarisations,
     hour_angle_times,
     random_components,
@@ -122,7 +123,8 @@ def component_record(c: SkyComponent) -> dict:
     rec = {"ra_deg": float(c.direction.icrs.ra.deg), "dec_deg": float(c.direction.icrs.dec.deg),
            "flux_jy": float(c.flux), "ref_freq_hz": float(c.ref_freq), "spectral_index": float(c.spectral_index)}
     if c.line_fwhm > 0:
-        rec.update(line_peak_jy=float(c.line_peak), line_centre_hz=float(c.line_centre), line_fwhm_hz=float(c.line_fwhm))
+        rec.update(line_peak_jy=float(c.line_peak), line_centre_hz=float(c.line_centre),
+                   line_fwhm_hz=float(c.line_fwhm))
     return rec
 
 
@@ -172,16 +174,15 @@ def true_gains(sim: Simulation):
 
 def simulate_partition(sim: Simulation, times: np.ndarray, chans: slice, time_block: int, freq_block: int):
     """Visibilities of one partition (sources, then antenna gains if any, then noise)."""
-    from arl_mpi.simulation.observation import create_visibility
-
     vis = create_visibility(sim.spec, times, chans)
     add_components(vis, sim.components)
     gt = true_gains(sim)
     if gt is not None:
         from arl_mpi.calibration.apply import corrupt_visibilities
 
-        out = corrupt_visibilities(vis.time, vis.antenna1, vis.antenna2, vis.vis, vis.frequency, vis.polarisations, gt)
-        vis.vis[...] = out[0] if isinstance(out, tuple) else out
+        corrupted, _ = corrupt_visibilities(vis.time, vis.antenna1, vis.antenna2, vis.vis, vis.frequency,
+                                            vis.polarisations, gt)
+        vis.vis[...] = corrupted
     add_noise(vis, sim.settings.noise_jy, partition_seed(sim.settings.seed, time_block, freq_block))
     return vis
 

@@ -19,8 +19,15 @@ from astropy.coordinates import EarthLocation, SkyCoord
 from astropy.time import Time
 from astropy.utils import iers
 
-from arl_mpi.imaging.dft import C_LIGHT, dft_predict, radec_to_lm
-from arl_mpi.models import POLARISATION_FRAMES, Configuration, SkyComponent, Visibility
+from arl_mpi.constants import SPEED_OF_LIGHT
+from arl_mpi.imaging.dft import dft_predict, radec_to_lm
+from arl_mpi.models import (
+    POLARISATION_FRAMES,
+    Configuration,
+    SkyComponent,
+    Visibility,
+    parallel_hand_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +98,8 @@ def transit_mjd_seconds(phase_centre: SkyCoord, location: EarthLocation, date: s
     return float(t0.mjd * 86400.0 + dh * 3600.0 / SIDEREAL_RATE)
 
 
-def hour_angle_times(phase_centre: SkyCoord, location: EarthLocation, hour_angles_h: np.ndarray, date: str) -> np.ndarray:
+def hour_angle_times(phase_centre: SkyCoord, location: EarthLocation, hour_angles_h: np.ndarray,
+                     date: str) -> np.ndarray:
     """UTC MJD seconds at which the phase centre has the given hour angles (hours)."""
     t_tr = transit_mjd_seconds(phase_centre, location, date)
     return t_tr + np.asarray(hour_angles_h, dtype=np.float64) * 3600.0 / SIDEREAL_RATE
@@ -130,7 +138,7 @@ def create_visibility(spec: ObservationSpec, times: np.ndarray | None = None, ch
 
 def stokes_i_to_correlations(pols: list[str]) -> np.ndarray:
     """Factor by which Stokes I enters each correlation (1 for XX/YY/RR/LL/I, 0 for cross)."""
-    return np.array([1.0 if p in ("XX", "YY", "RR", "LL", "I") else 0.0 for p in pols])
+    return parallel_hand_mask(pols).astype(np.float64)
 
 
 def add_components(vis: Visibility, components: list[SkyComponent]) -> Visibility:
@@ -162,7 +170,8 @@ def add_noise(vis: Visibility, sigma: float, seed: int) -> Visibility:
 
 
 def random_components(phase_centre: SkyCoord, fov_rad: float, n: int, *, flux_range: tuple[float, float] = (0.1, 2.0),
-                      ref_freq: float, seed: int, spectral_index_range: tuple[float, float] = (-1.0, 0.0)) -> list[SkyComponent]:
+                      ref_freq: float, seed: int,
+                      spectral_index_range: tuple[float, float] = (-1.0, 0.0)) -> list[SkyComponent]:
     """``n`` point sources uniformly in a square of side ``fov_rad`` around the phase centre,
     with log-uniform fluxes and uniform spectral indices (reproducible from ``seed``)."""
     from arl_mpi.imaging.dft import lm_to_radec
@@ -202,4 +211,4 @@ def default_polarisations(name: str = "linearnp") -> list[str]:
 
 def wavelength(freq: np.ndarray) -> np.ndarray:
     """Wavelength in metres."""
-    return C_LIGHT / np.asarray(freq)
+    return SPEED_OF_LIGHT / np.asarray(freq)

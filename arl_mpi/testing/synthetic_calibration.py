@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from arl_mpi.constants import SPEED_OF_LIGHT
+from arl_mpi.models import is_parallel_hand
+
 log = logging.getLogger(__name__)
 
-C_LIGHT = 299_792_458.0
 SIDEREAL_DAY_S = 86_164.0905
 
 
@@ -106,7 +108,7 @@ def make_observation(
     nsrc = len(fluxes)
     lm = rng.uniform(-max_offset_rad, max_offset_rad, size=(nsrc, 2))
     lm[0] = 0.0
-    inv_lambda = freq / C_LIGHT
+    inv_lambda = freq / SPEED_OF_LIGHT
     stokes_i = np.zeros((time.size, nchan), dtype=np.complex128)
     for s, flux in enumerate(fluxes):
         path = u_m * lm[s, 0] + v_m * lm[s, 1]  # metres
@@ -114,7 +116,7 @@ def make_observation(
     labels = [str(p).upper() for p in pol_labels]
     model = np.zeros((time.size, nchan, len(labels)), dtype=dtype)
     for p, lab in enumerate(labels):
-        if lab == "I" or (len(lab) == 2 and lab[0] == lab[1]):
+        if is_parallel_hand(lab):
             model[:, :, p] = stokes_i
     return SyntheticObservation(
         time=time,
