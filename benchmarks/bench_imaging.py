@@ -68,8 +68,7 @@ def wrapper_time(fn, repeat: int, npix: int, vis_shape: tuple[int, int]) -> floa
             return np.zeros(vis_shape, dtype=np.complex64)
 
     class _Ducc:
-        class wgridder:  # noqa: N801
-            experimental = _Stub
+        wgridder = _Stub
 
     real = gridding.ducc0
     gridding.ducc0 = _Ducc
@@ -109,7 +108,7 @@ def main() -> None:
             invert_unnormalised(uvw, freq, vis, weight, flags, n, n, cell, epsilon=eps, nthreads=nt)
 
         def raw_inv(nt=nt):
-            ducc0.wgridder.experimental.vis2dirty(
+            ducc0.wgridder.vis2dirty(
                 uvw=uvw, freq=freq, vis=vis, wgt=weight, npix_x=n, npix_y=n, pixsize_x=cell,
                 pixsize_y=cell, epsilon=eps, do_wgridding=True, nthreads=nt, **flips,
             )  # fmt: skip
@@ -118,7 +117,7 @@ def main() -> None:
             predict(uvw, freq, model, cell, epsilon=eps, nthreads=nt)
 
         def raw_pred(nt=nt):
-            ducc0.wgridder.experimental.dirty2vis(
+            ducc0.wgridder.dirty2vis(
                 uvw=uvw, freq=freq, dirty=model32, pixsize_x=cell, pixsize_y=cell,
                 epsilon=eps, do_wgridding=True, nthreads=nt, **flips,
             )  # fmt: skip

@@ -45,7 +45,7 @@ def run(work: Path, name: str, store: Path, workers: int, args, env: dict) -> di
     cyc = s["cycles"]
     med = {k: float(np.median([c[k] for c in cyc])) for k in ("major_s", "gridding_s", "reduction_s", "overhead_s",
                                                             "minor_s")}
-    return {"name": name, "workers": workers, "visibilities": s["visibilities"]["samples"],
+    return {"name": name, "workers": workers, "size": args.size, "visibilities": s["visibilities"]["samples"],
             "shards": s["shards"], "chunks": s["per_cycle"]["chunks"],
             "bytes_up": s["per_cycle"]["partial_image_bytes_up"], "psf_dirty_s": s["timings_s"]["psf_dirty_s"],
             "total_s": s["timings_s"]["total_s"], "wall_s": wall, **med}
@@ -53,7 +53,7 @@ def run(work: Path, name: str, store: Path, workers: int, args, env: dict) -> di
 
 def table(rows: list[dict], kind: str) -> str:
     base = rows[0]
-    out = [f"| {kind} | workers | M vis | chunks | major cycle s | gridding s | reduction s | overhead s | "
+    out = [f"| {kind} | workers | M samples | chunks | major cycle s | gridding s | reduction s | overhead s | "
            "minor s | efficiency |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eff = base["major_s"] / (r["workers"] * r["major_s"]) * base["workers"] if kind == "strong" \

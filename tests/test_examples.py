@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import PYTHON, REPO
+from helpers import PYTHON, REPO
 
 
 @pytest.mark.parametrize("script,expect", [

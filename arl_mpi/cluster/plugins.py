@@ -20,7 +20,7 @@ class ReviveLooseTasks(SchedulerPlugin):
     placed task that became ``no-worker`` while *every* worker was being restarted (both nannies
     hit their memory limit at once) waited forever, although any worker may run it: the run hung.
     Found by ``benchmarks/soak.py --no-stream --memory-limit 300MB``; tested by
-    ``tests/test_reliability.py::test_all_workers_restarted_at_once_run_completes``.
+    ``tests/cluster/test_reliability.py::test_all_workers_restarted_at_once_run_completes``.
     """
 
     name = "arl-mpi-revive-loose-tasks"

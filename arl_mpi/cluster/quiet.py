@@ -90,14 +90,12 @@ class ShutdownNoiseFilter(logging.Filter):
     """Drop the records Dask logs while a cluster closes: a traceback of a shutdown error
     (:func:`is_shutdown_error`) or a message containing one of :data:`SHUTDOWN_NOISE`."""
 
-    NOISE = SHUTDOWN_NOISE
-
     def filter(self, record: logging.LogRecord) -> bool:
         """False (drop) for shutdown noise, True (keep) for everything else."""
         if record.exc_info and is_shutdown_error(record.exc_info[1]):
             return False
         msg = record.getMessage()
-        return not any(n in msg for n in self.NOISE)
+        return not any(n in msg for n in SHUTDOWN_NOISE)
 
 
 def quiet_shutdown_noise() -> None:

@@ -46,6 +46,9 @@ def run(s: Settings, client) -> int:
         from arl_mpi.pipeline.spectral import run_spectral
 
         summary = run_spectral(client, s, store)
+    from arl_mpi.pipeline.common import peak_memory
+
+    summary["peak_rss_bytes"] = peak_memory(client)
     path = write_summary(s.name, summary)
     log.info("done in %.1f s: %s", summary.get("timings_s", {}).get("total_s", 0.0), path)
     return 0

@@ -317,6 +317,30 @@ def dynamic_range(restored: np.ndarray, residual: np.ndarray) -> float:
     return float(np.max(restored[c]) / max(mad_sigma(residual[c]), 1e-30))
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux ``ru_maxrss`` is in KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def peak_memory(client) -> dict[str, Any]:
+    """Peak resident memory of the driver, the scheduler and every worker process, in bytes
+    (a worker restarted by its nanny reports its own life only)."""
+    out: dict[str, Any] = {"driver": _peak_rss()}
+    try:
+        out["scheduler"] = int(client.run_on_scheduler(_peak_rss))
+    except Exception:  # noqa: BLE001 - an external scheduler may not import arl_mpi
+        out["scheduler"] = None
+    try:
+        workers = {k: int(v) for k, v in client.run(_peak_rss).items()}
+    except Exception:  # noqa: BLE001
+        workers = {}
+    out["workers_max"] = max(workers.values(), default=None)
+    out["workers"] = workers
+    return out
+
+
 def summary_header(pipeline: str, client, s: Settings, index: StoreIndex, res: ImagingShards | None,
                    beam: tuple[float, float, float] | None) -> dict[str, Any]:
     """The summary block every pipeline writes: what ran where, on which data."""

@@ -8,7 +8,7 @@ import textwrap
 import h5py
 import numpy as np
 import pytest
-from conftest import PYTHON, REPO, small_meta, small_visibility
+from helpers import PYTHON, REPO, small_meta, small_visibility
 
 from arl_mpi.errors import StoreError
 from arl_mpi.io.store import (
@@ -76,7 +76,7 @@ def test_parallel_writers(tmp_path):
     script = textwrap.dedent(f"""
         import sys, pickle
         sys.path.insert(0, {str(REPO / 'tests')!r})
-        from conftest import small_visibility
+        from helpers import small_visibility
         from arl_mpi.io.store import write_partition
         pid = int(sys.argv[1])
         info = write_partition({str(store)!r}, small_visibility(nrow=20000, seed=pid), pid=pid, time_block=pid,

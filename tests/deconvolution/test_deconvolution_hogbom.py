@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from arl_mpi.deconvolution import hogbom, mad_sigma, mfs_clean, multiscale, spectral_index
+from arl_mpi.deconvolution import (
+    CleanParams,
+    hogbom,
+    mad_sigma,
+    mfs_clean,
+    multiscale,
+    spectral_index,
+)
 from arl_mpi.deconvolution.common import convolve_same, patch_slices
 
 N = 96
@@ -41,20 +48,22 @@ def naive_hogbom(d, psf, niter, gain=0.1):
 def test_matches_naive_reference(psf_n):
     psf = psf_img(psf_n)
     dirty = convolve_same(sky_points(), psf_img(2 * N))
-    m1, r1, info = hogbom(dirty, psf, niter=400, double=True)
+    m1, r1, info = hogbom(dirty, psf, CleanParams(niter=400, double=True))
     m2, r2 = naive_hogbom(dirty, psf / psf[psf_n // 2, psf_n // 2], 400)
     assert info["niter"] == 400 and info["stop_reason"] == "niter"
     np.testing.assert_allclose(m1, m2, atol=1e-12)
     np.testing.assert_allclose(r1, r2, atol=1e-12)
     # single precision working residual agrees to float32 accuracy
-    m3, r3, _ = hogbom(dirty, psf, niter=400)
+    m3, r3, _ = hogbom(dirty, psf, CleanParams(niter=400))
     np.testing.assert_allclose(r3, r2, atol=1e-5)
 
 
 def test_exact_psf_recovers_sky():
     sky = sky_points()
     dirty = convolve_same(sky, psf_img(2 * N))
-    model, resid, info = hogbom(dirty, psf_img(2 * N), niter=5000, threshold=1e-4, double=True)
+    model, resid, info = hogbom(
+        dirty, psf_img(2 * N), CleanParams(niter=5000, threshold=1e-4, double=True)
+    )
     assert info["stop_reason"] == "threshold"
     assert info["peak"] <= 1e-4
     np.testing.assert_allclose(model, sky, atol=2e-3)
@@ -63,18 +72,18 @@ def test_exact_psf_recovers_sky():
 
 def test_stop_niter():
     dirty = convolve_same(sky_points(), psf_img(2 * N))
-    model, _, info = hogbom(dirty, psf_img(N), niter=7)
+    model, _, info = hogbom(dirty, psf_img(N), CleanParams(niter=7))
     assert info["niter"] == 7 and info["stop_reason"] == "niter"
     assert np.count_nonzero(model) <= 7
     # 3 components all land on the brightest pixel, whose residual decays by (1 - gain)
-    model3, _, info3 = hogbom(dirty, psf_img(N), niter=3)
+    model3, _, info3 = hogbom(dirty, psf_img(N), CleanParams(niter=3))
     assert info3["niter"] == 3 and np.count_nonzero(model3) == 1
     assert model3[20, 30] == pytest.approx(dirty[20, 30] * (1 - 0.9**3), rel=1e-6)
 
 
 def test_stop_threshold():
     dirty = convolve_same(sky_points(), psf_img(2 * N))
-    _, resid, info = hogbom(dirty, psf_img(N), niter=10000, threshold=0.05)
+    _, resid, info = hogbom(dirty, psf_img(N), CleanParams(niter=10000, threshold=0.05))
     assert info["stop_reason"] == "threshold"
     assert info["peak"] <= 0.05
     assert info["peak"] > 0.05 * 0.85  # did not overshoot by much
@@ -85,7 +94,7 @@ def test_stop_auto_threshold():
     rng = np.random.default_rng(0)
     noise = convolve_same(rng.normal(size=(N, N)), np.ones((1, 1)))  # white, sigma 1
     dirty = convolve_same(sky_points() * 20, psf_img(2 * N)) + noise
-    _, resid, info = hogbom(dirty, psf_img(2 * N), niter=10000, auto_threshold=5.0)
+    _, resid, info = hogbom(dirty, psf_img(2 * N), CleanParams(niter=10000, auto_threshold=5.0))
     assert info["stop_reason"] == "auto_threshold"
     # sigma is the MAD noise of the *initial* residual
     assert info["sigma"] == pytest.approx(mad_sigma(dirty), rel=1e-12)
@@ -93,18 +102,20 @@ def test_stop_auto_threshold():
     assert info["threshold"] == pytest.approx(5.0 * info["sigma"])
     assert info["peak"] <= info["threshold"]
     # absolute threshold dominates when larger
-    _, _, info2 = hogbom(dirty, psf_img(2 * N), niter=10000, auto_threshold=5.0, threshold=20.0)
+    _, _, info2 = hogbom(
+        dirty, psf_img(2 * N), CleanParams(niter=10000, auto_threshold=5.0, threshold=20.0)
+    )
     assert info2["stop_reason"] == "threshold" and info2["peak"] <= 20.0
 
 
 def test_stop_mgain():
     dirty = convolve_same(sky_points(), psf_img(2 * N))
-    _, resid, info = hogbom(dirty, psf_img(N), niter=10000, mgain=0.5)
+    _, resid, info = hogbom(dirty, psf_img(N), CleanParams(niter=10000, mgain=0.5))
     assert info["stop_reason"] == "mgain"
     assert info["peak"] <= 0.5 * info["start_peak"]
     assert info["peak"] > 0.5 * info["start_peak"] * 0.85
     # repeated calls (as a major-cycle loop does) keep reducing the peak
-    _, _, info2 = hogbom(resid, psf_img(N), niter=10000, mgain=0.5)
+    _, _, info2 = hogbom(resid, psf_img(N), CleanParams(niter=10000, mgain=0.5))
     assert info2["start_peak"] == pytest.approx(info["peak"], rel=1e-6)
     assert info2["peak"] <= 0.5 * info2["start_peak"]
 
@@ -113,7 +124,9 @@ def test_mask():
     dirty = convolve_same(sky_points(), psf_img(2 * N))
     mask = np.zeros((N, N), dtype=bool)
     mask[50:70, 60:80] = True  # only the 0.6 Jy source
-    model, resid, info = hogbom(dirty, psf_img(2 * N), niter=2000, threshold=1e-3, mask=mask)
+    model, resid, info = hogbom(
+        dirty, psf_img(2 * N), CleanParams(niter=2000, threshold=1e-3, mask=mask)
+    )
     assert np.all(model[~mask] == 0)
     # sidelobes of the (unmasked, uncleaned) other sources bias it by ~0.01
     assert model[60, 70] == pytest.approx(0.6, abs=0.03)
@@ -129,17 +142,21 @@ def test_multiscale_extended():
     psf = psf_img(2 * N)
     dirty = convolve_same(sky, psf)
     kw = dict(niter=3000, gain=0.2)
-    model, resid, info = multiscale(dirty, psf, scales_px=[0, 6, 12, 24], threshold=5e-3, **kw)
+    model, resid, info = multiscale(
+        dirty, psf, CleanParams(scales_px=[0, 6, 12, 24], threshold=5e-3, **kw)
+    )
     assert info["stop_reason"] == "threshold"
     assert info["components_per_scale"][12.0] + info["components_per_scale"][24.0] > 0
     assert model.sum() == pytest.approx(sky.sum(), rel=0.01)
     assert model[15:26, 65:76].sum() == pytest.approx(1.0, abs=0.01)
     # Hogbom to the same threshold recovers less of the extended flux ...
-    hmodel, _, _ = hogbom(dirty, psf, threshold=5e-3, **kw)
+    hmodel, _, _ = hogbom(dirty, psf, CleanParams(threshold=5e-3, **kw))
     assert sky.sum() - hmodel.sum() > 2 * abs(sky.sum() - model.sum())
     # ... and needs far more components to reach a 1% threshold
-    _, _, minfo = multiscale(dirty, psf, scales_px=[0, 6, 12, 24], threshold=1e-2, **kw)
-    _, _, hinfo = hogbom(dirty, psf, threshold=1e-2, **kw)
+    _, _, minfo = multiscale(
+        dirty, psf, CleanParams(scales_px=[0, 6, 12, 24], threshold=1e-2, **kw)
+    )
+    _, _, hinfo = hogbom(dirty, psf, CleanParams(threshold=1e-2, **kw))
     assert hinfo["niter"] > 2 * minfo["niter"]
 
 
@@ -156,9 +173,8 @@ def test_mfs_spectral_index():
             sky[p] = flux0[p] * (f / f0) ** a
         cube.append(convolve_same(sky, psf))
         psfs.append(psf)
-    models, resid, info = mfs_clean(
-        np.array(cube), np.array(psfs), freqs, f0, nterms=3, niter=3000, threshold=1e-4
-    )
+    params = CleanParams(niter=3000, threshold=1e-4, scales_px=(0,))
+    models, resid, info = mfs_clean(np.array(cube), np.array(psfs), freqs, f0, 3, params)
     assert models.shape == (3, N, N) and resid.shape == (3, N, N)
     alpha = spectral_index(models[0], models[1], 0.05)
     for p, a in alphas.items():
@@ -173,11 +189,13 @@ def test_psf_support_equals_cropped_psf():
     dirty = convolve_same(sky_points(), psf)
     c = N  # centre of the 2N PSF
     cropped = psf[c - 20 : c + 21, c - 20 : c + 21]
-    m1, r1, _ = hogbom(dirty, psf, niter=200, psf_support=20, double=True)
+    m1, r1, _ = hogbom(dirty, psf, CleanParams(niter=200, psf_support=20, double=True))
     m2, r2 = naive_hogbom(dirty, cropped, 200)
     np.testing.assert_allclose(m1, m2, atol=1e-12)
     np.testing.assert_allclose(r1, r2, atol=1e-12)
-    m3, _, _ = multiscale(dirty, psf, scales_px=[0], niter=200, psf_support=20, double=True)
+    m3, _, _ = multiscale(
+        dirty, psf, CleanParams(scales_px=[0], niter=200, psf_support=20, double=True)
+    )
     np.testing.assert_allclose(m3, m2, atol=1e-12)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PYTHON, REPO
+from helpers import PYTHON, REPO
 
 from arl_mpi.cluster.settings import ClusterSettings
 from arl_mpi.errors import ConfigError

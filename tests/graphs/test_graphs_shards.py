@@ -7,7 +7,7 @@ from __future__ import annotations
 import dask
 import numpy as np
 import pytest
-from conftest import small_meta, small_visibility
+from helpers import small_meta, small_visibility
 
 from arl_mpi import graphs
 from arl_mpi.graphs import shard_tasks as tasks
@@ -29,7 +29,7 @@ def store(tmp_path_factory):
 
 
 def _grid(index, channels_out=2):
-    return graphs.GridSpec(npix_x=64, npix_y=64, cell=np.deg2rad(0.1), epsilon=1e-13, double=True,
+    return graphs.GridSpec(npix_x=64, npix_y=64, cell=np.deg2rad(0.1), epsilon=1e-12, double=True,
                            channels_out=channels_out, nchan_total=int(index.meta.frequency.size))
 
 
@@ -63,14 +63,14 @@ def _shards(path, plan, stream=False, batch=10**9):
     return graphs.load_graph(str(path), plan, stream=stream, max_batch_samples=batch)
 
 
-@pytest.mark.parametrize("nshards", [1, 2, 5, NTIME * NFREQ])
+@pytest.mark.parametrize("nshards,chunk", [(1, 10**9), (2, 10**9), (2, 700), (5, 300), (NTIME * NFREQ, 1)])
 @pytest.mark.parametrize("stream", [False, True])
-def test_shard_graphs_equal_serial(store, nshards, stream):
+def test_shard_graphs_equal_serial(store, nshards, chunk, stream):
     path, vis = store
     index = open_store(path)
     grid = _grid(index)
     sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
-    plan = graphs.plan_shards(sizes, nshards)
+    plan = graphs.shard_layout(sizes, nshards, chunk)
     data = _shards(path, plan, stream=stream, batch=200)  # stream: several batches per shard
     model = np.zeros((2, 64, 64))
     model[0, 30, 34], model[1, 40, 20] = 2.0, -1.0
@@ -91,7 +91,7 @@ def test_uniform_weighting_graph_equals_serial(store):
     path, vis = store
     index = open_store(path)
     grid = _grid(index)
-    plan = graphs.plan_shards([p.nrow for p in index.partitions], 3)
+    plan = graphs.shard_layout([p.nrow for p in index.partitions], 3, 100)
     data = _shards(path, plan)
     with dask.config.set(scheduler="synchronous"):
         density = dask.compute(graphs.weight_density_graph(data, grid))[0]
@@ -107,7 +107,7 @@ def test_shard_merges_time_partitions_into_one_block_per_channel_set(store):
     however many time partitions it holds."""
     path, _ = store
     index = open_store(path)
-    shard = tasks.load_shard(str(path), range(len(index.partitions)))
+    shard = tasks.load_shard(str(path), [range(len(index.partitions))])
     assert len(shard.blocks) == NFREQ
     assert sorted(p for b in shard.blocks for p in b.pids) == list(range(NTIME * NFREQ))
     assert sum(b.vis.shape[0] for b in shard.blocks) == NFREQ * 240
@@ -118,20 +118,37 @@ def test_tasks_per_cycle_grow_with_shards_not_partitions(store):
     index = open_store(path)
     grid = _grid(index)
     for nshards in (1, 2, 3):
-        plan = graphs.plan_shards([1] * len(index.partitions), nshards)
+        plan = graphs.shard_layout([1] * len(index.partitions), nshards, 1)  # one chunk per partition
         g = graphs.invert_graph(_shards(path, plan), grid, graphs.model_constant(np.zeros((2, 64, 64)), grid))
         keys = [k for k in dict(g.__dask_graph__()) if "invert_shard" in str(k) or "add_pair" in str(k)]
         assert len(keys) == 2 * nshards - 1, keys
 
 
 @pytest.mark.parametrize("n,k", [(1, 1), (5, 2), (12, 5), (3, 8), (64, 14)])
-def test_plan_shards_is_a_contiguous_partition(n, k):
+def test_split_contiguous_is_a_partition(n, k):
     rng = np.random.default_rng(n * 31 + k)
     sizes = rng.integers(1, 100, n)
-    plan = graphs.plan_shards(sizes, k)
+    plan = graphs.split_contiguous(sizes, k)
     assert len(plan) == min(n, k)
     assert [p for g in plan for p in g] == list(range(n))
     assert all(len(g) >= 1 for g in plan)
     if n >= 4 * k:  # balanced to within the largest partition
         loads = [sizes[list(g)].sum() for g in plan]
         assert max(loads) - min(loads) <= 2 * sizes.max()
+
+
+def test_chunk_plan_does_not_depend_on_workers():
+    """The same chunks (so the same ducc0 calls) for 1..16 workers; shards are whole chunks."""
+    sizes = [100] * 64
+    chunks = graphs.plan_chunks(sizes, 800)
+    assert len(chunks) == 8 and all(len(c) == 8 for c in chunks)
+    for nw in (1, 2, 3, 7, 16):
+        layout = graphs.shard_layout(sizes, nw, 800)
+        assert [c for sh in layout for c in sh] == chunks
+        assert len(layout) == min(nw, 8)
+
+
+def test_default_chunk_is_large_against_the_image():
+    grid = graphs.GridSpec(npix_x=2048, npix_y=2048, cell=1e-5)
+    assert graphs.chunk_samples_for(grid) == 2 * 2048 * 2048
+    assert graphs.chunk_samples_for(graphs.GridSpec(npix_x=64, npix_y=64, cell=1e-3)) == 1 << 18

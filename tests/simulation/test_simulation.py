@@ -11,8 +11,9 @@ from astropy.coordinates import GCRS, ITRS, CartesianRepresentation, SkyCoord
 from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
-from conftest import MPIEXEC, PYTHON, REPO, small_visibility
+from helpers import MPIEXEC, PYTHON, REPO, small_visibility
 
+from arl_mpi.constants import SPEED_OF_LIGHT
 from arl_mpi.io.fits import read_fits, write_fits
 from arl_mpi.io.store import open_store, read_partition
 from arl_mpi.models import Image, ModelError, Visibility, image_wcs
@@ -70,10 +71,11 @@ def test_simulated_sources_in_data():
         # direction cosines from the tangent-plane geometry (SIN projection)
         d = c.direction.icrs
         l = np.cos(d.dec.rad) * np.sin(d.ra.rad - pc.ra.rad)
-        m = np.sin(d.dec.rad) * np.cos(pc.dec.rad) - np.cos(d.dec.rad) * np.sin(pc.dec.rad) * np.cos(d.ra.rad - pc.ra.rad)
+        m = (np.sin(d.dec.rad) * np.cos(pc.dec.rad)
+             - np.cos(d.dec.rad) * np.sin(pc.dec.rad) * np.cos(d.ra.rad - pc.ra.rad))
         n = np.sqrt(1 - l * l - m * m)
         assert abs(lon) < 0.1 and abs(lat) < 0.1
-        uvw = vis.uvw[:, :, None] * vis.frequency[None, None, :] / 299792458.0
+        uvw = vis.uvw[:, :, None] * vis.frequency[None, None, :] / SPEED_OF_LIGHT
         phase = 2j * np.pi * (uvw[:, 0] * l + uvw[:, 1] * m + uvw[:, 2] * (n - 1))  # MS convention
         expected += c.flux_at(vis.frequency)[None, :] * np.exp(phase)
     np.testing.assert_allclose(vis.vis[:, :, 0], expected, atol=1e-5 * np.abs(expected).max())
@@ -139,3 +141,48 @@ def test_thermal_noise_statistics():
     assert np.std(v.vis.imag) == pytest.approx(0.3, rel=0.02)
     assert abs(np.mean(v.vis)) < 0.01
     np.testing.assert_allclose(v.weight, 1 / 0.09, rtol=1e-6)  # weight = 1/variance (MS convention)
+
+
+def test_parallel_hands_one_definition():
+    """XX/YY/RR/LL (any case) and Stokes I carry an unpolarised source; cross hands and Q/U/V do not."""
+    from arl_mpi.models import POLARISATION_FRAMES, is_parallel_hand, parallel_hand_mask
+    from arl_mpi.simulation.observation import stokes_i_to_correlations
+
+    assert parallel_hand_mask(POLARISATION_FRAMES["linear"]).tolist() == [True, False, False, True]
+    assert parallel_hand_mask(POLARISATION_FRAMES["circular"]).tolist() == [True, False, False, True]
+    assert parallel_hand_mask(POLARISATION_FRAMES["stokesIQUV"]).tolist() == [True, False, False, False]
+    assert parallel_hand_mask(["I"], include_stokes_i=False).tolist() == [False]
+    assert is_parallel_hand("ll") and not is_parallel_hand("XY") and not is_parallel_hand("ZZ")
+    np.testing.assert_array_equal(stokes_i_to_correlations(["RR", "RL", "LR", "LL"]), [1.0, 0.0, 0.0, 1.0])
+
+
+def test_simulated_store_writers_agree(tmp_path):
+    """The one writer gives identical stores serially, in a process pool and through a mapper
+    that ships the (pickled) partition writer elsewhere."""
+    import pickle
+
+    from arl_mpi.errors import ConfigError
+    from arl_mpi.simulation.writer import write_simulated_store
+
+    s = SimulationSettings(rmax_m=150, ntimes=4, nchan=2, nsources=2, extra={"gains": {"seed": 3}})
+    serial = write_simulated_store(tmp_path / "serial.store", s, 2, 2)
+    pooled = write_simulated_store(tmp_path / "pool.store", s, 2, 2, processes=2)
+    shipped = []
+
+    def mapper(write, pids):
+        remote = pickle.loads(pickle.dumps(write))
+        assert remote._sim is None  # settings travel, visibilities do not
+        shipped.extend(pids)
+        return [remote(pid) for pid in pids]
+
+    mapped = write_simulated_store(tmp_path / "mapped.store", s, 2, 2, map_partitions=mapper)
+    assert shipped == [0, 1, 2, 3]
+    assert len(serial.partitions) == len(pooled.partitions) == len(mapped.partitions) == 4
+    assert serial.meta.provenance == mapped.meta.provenance == pooled.meta.provenance
+    for pid in range(4):
+        ref = read_partition(serial, pid)
+        assert np.abs(ref.vis).max() > 0
+        for other in (pooled, mapped):
+            np.testing.assert_array_equal(read_partition(other, pid).vis, ref.vis)
+    with pytest.raises(ConfigError, match="processes must be >= 1"):
+        write_simulated_store(tmp_path / "bad.store", s, 2, 2, processes=0)

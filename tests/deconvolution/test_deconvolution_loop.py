@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from arl_mpi.imaging import CleanSettings, minor_cycle_step, stop_rule
+from arl_mpi.deconvolution import CleanSettings, minor_cycle_step, stop_rule
 
 
 def _psf(n):

@@ -6,8 +6,8 @@ import numpy as np
 
 from arl_mpi.calibration import solve_gains
 from arl_mpi.calibration.plots import plot_gains
-from arl_mpi.calibration.synthetic import make_observation
 from arl_mpi.simulation.corruption import add_thermal_noise, simulate_gains
+from arl_mpi.testing.synthetic_calibration import make_observation
 
 
 def test_simulate_gains_reproducible_and_smooth():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from conftest import MPIEXEC, PYTHON
+from helpers import PYTHON, run_pipeline
 
 from arl_mpi.calibration.gaintable import read_gaintable
 from arl_mpi.imaging.uvcontsub import uv_continuum_subtract
@@ -55,10 +55,11 @@ def test_spectral_line_recovered_in_right_channels(tmp_path, env_cli):
          # at the phase centre the continuum is a low-order polynomial in frequency on every
          # baseline, as uv-plane continuum subtraction assumes (off-centre sources fringe)
          "--sim-line-ra-offset-deg", "0", "--sim-line-dec-offset-deg", "0"], tmp_path, env_cli)
-    run([MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--pipeline", "spectral", "--vis", str(store),
-         "--name", str(tmp_path / "sp"), "--size", "128", "128", "--scale", "120asec", "--niter", "200",
-         "--mgain", "0.8", "--auto-threshold", "3", "--continuum-subtract-order", "1",
-         "--continuum-fit-channels", "0-2,6-7", "--no-dashboard", "--no-png"], tmp_path, env_cli)
+    r = run_pipeline(tmp_path, "sp", ["--pipeline", "spectral", "--vis", str(store), "--size", "128", "128",
+                                      "--scale", "120asec", "--niter", "200", "--mgain", "0.8", "--auto-threshold", "3",
+                                      "--continuum-subtract-order", "1", "--continuum-fit-channels", "0-2,6-7",
+                                      "--no-dashboard", "--no-png"], env_cli, mpi_ranks=4, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
     idx = open_store(store)
     comp = [c for c in idx.meta.provenance["components"] if "line_peak_jy" in c][0]
     f = idx.meta.frequency
@@ -85,9 +86,11 @@ def test_spectral_line_recovered_in_right_channels(tmp_path, env_cli):
 @pytest.mark.mpi
 def test_ical_recovers_injected_gains(tmp_path, env_cli):
     name = tmp_path / "ic"
-    run([MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--pipeline", "ical", "--name", str(name),
-         "--size", "256", "256", "--scale", "60asec", "--niter", "2000", "--mgain", "0.8", "--auto-threshold", "3",
-         "--channels-out", "4", "--no-dashboard", "--no-png"], tmp_path, env_cli, timeout=900)
+    r = run_pipeline(tmp_path, name.name, ["--pipeline", "ical", "--size", "256", "256", "--scale", "60asec",
+                                           "--niter", "2000", "--mgain", "0.8", "--auto-threshold", "3",
+                                           "--channels-out", "4", "--no-dashboard", "--no-png"],
+                     env_cli, mpi_ranks=4, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
     summary = json.loads(Path(f"{name}-summary.json").read_text())
     # final dynamic range at least 10x the uncalibrated image's
     assert summary["dynamic_range_gain"] >= 10, summary["rounds"]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MPIEXEC, PYTHON
+from helpers import MPIEXEC, PYTHON, pipeline_command
 
 JOB = textwrap.dedent("""
     import json, sys, time
@@ -42,8 +42,9 @@ JOB = textwrap.dedent("""
 
     def main(argv):
         setup_logging("INFO")
+        dashboard = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:0"
         return run_with_client(job, ClusterSettings(workers=1, scratch=str(Path(sys.argv[1]) / "scratch"),
-                                                    dashboard_address=sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1:0"))
+                                                    dashboard_address=dashboard))
 
     if __name__ == "__main__":
         sys.exit(run_cli(main))
@@ -172,11 +173,9 @@ def test_pipeline_under_mpiexec_refuses_intruders_and_leaks_no_secrets(tmp_path,
 
     scratch = tmp_path / "scratch"
     env = dict(env_cli, ARL_SCRATCH=str(scratch))
-    cmd = [
-        MPIEXEC, "-n", "3", PYTHON, "-m", "arl_mpi.pipeline", "--name", "sec",
-        "--size", "256", "256", "--scale", "60asec", "--niter", "3000", "--mgain", "0.3",
-        "--auto-threshold", "1", "--nmiter", "30", "--no-png", "--dashboard-address", "127.0.0.1:0",
-    ]  # fmt: skip
+    flags = ["--name", "sec", "--size", "256", "256", "--scale", "60asec", "--niter", "3000", "--mgain", "0.3",
+             "--auto-threshold", "1", "--nmiter", "30", "--no-png", "--dashboard-address", "127.0.0.1:0"]  # fmt: skip
+    cmd = pipeline_command(tmp_path, None, flags, mpi_ranks=3)
     p = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

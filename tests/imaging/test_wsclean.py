@@ -12,12 +12,13 @@ import subprocess
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import PYTHON
+from helpers import run_pipeline
 
 from arl_mpi.errors import InputError
-from arl_mpi.io import testdata
+from arl_mpi.testing import realdata as testdata
 
-pytestmark = pytest.mark.skipif(shutil.which("wsclean") is None, reason="wsclean not installed (apt-get install wsclean)")
+pytestmark = pytest.mark.skipif(shutil.which("wsclean") is None,
+                                reason="wsclean not installed (apt-get install wsclean)")
 
 
 @pytest.mark.parametrize("weight,ws_extra", [
@@ -33,14 +34,13 @@ def test_mwa_dirty_image_matches_wsclean(tmp_path, env_cli, weight, ws_extra):
         pytest.skip(f"test data unavailable: {e}")
     ms = tmp_path / "mwa.ms"
     shutil.copytree(src, ms)  # WSClean may lock/annotate the MS: give it a copy
-    r = subprocess.run(["wsclean", "-size", "512", "512", "-scale", "90asec", "-weight", *weight, *ws_extra, "-niter", "0",
-                        "-pol", "I", "-use-wgridder", "-j", "1", "-name", str(tmp_path / "ws"), str(ms)],
+    r = subprocess.run(["wsclean", "-size", "512", "512", "-scale", "90asec", "-weight", *weight, *ws_extra,
+                        "-niter", "0", "-pol", "I", "-use-wgridder", "-j", "1", "-name", str(tmp_path / "ws"), str(ms)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([PYTHON, "-m", "arl_mpi.pipeline", "--vis", str(ms), "--name", str(tmp_path / "ours"),
-                        "--size", "512", "512", "--scale", "90asec", "--weight", *weight, "--workers", "1",
-                        "--time-partitions", "1", "--no-dashboard", "--no-png"],
-                       capture_output=True, text=True, env=env_cli, cwd=tmp_path, timeout=300)
+    r = run_pipeline(tmp_path, "ours", ["--vis", str(ms), "--size", "512", "512", "--scale", "90asec",
+                                        "--weight", *weight, "--workers", "1", "--time-partitions", "1",
+                                        "--no-dashboard", "--no-png"], env_cli)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     ours = fits.getdata(tmp_path / "ours-dirty.fits").squeeze().astype(float)
     ws = fits.getdata(tmp_path / "ws-dirty.fits").squeeze().astype(float)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from arl_mpi.calibration import apply_gains, corrupt_visibilities, solve_gains
-from arl_mpi.calibration.synthetic import make_observation
 from arl_mpi.simulation.corruption import add_thermal_noise, simulate_gains
+from arl_mpi.testing.synthetic_calibration import make_observation
 
 NANT = 16
 NTIME = 12
@@ -323,7 +323,11 @@ def test_input_validation():
     with pytest.raises(ValueError, match="antenna indices"):
         solve_gains(*args, obs.freq, 3)
     with pytest.raises(ValueError, match="solint"):
-        solve_gains(*args, obs.freq, 4, solint=0.0)
+        solve_gains(*args, obs.freq, 4, solint=-1.0)
+    # solint 0: one solution per integration (ICAL's --ical-solint 0); None: one for all
+    per_int = solve_gains(*args, obs.freq, 4, solint=0.0)
+    assert per_int.time.size == np.unique(obs.time).size > 1
+    assert solve_gains(*args, obs.freq, 4, solint=None).time.size == 1
     with pytest.raises(ValueError, match="diagonal"):
         solve_gains(*args, obs.freq, 4, pol_mode="diagonal", pol_labels=["I", "Q"])
     # noise-free data: exact recovery, SNR effectively infinite

@@ -8,7 +8,6 @@ runs with different numbers of workers / runtimes are checked to agree to 1e-6 o
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from conftest import MPIEXEC, PYTHON, REPO
+from helpers import PYTHON, run_pipeline, simulate_store
 
 from arl_mpi.io.store import open_store
 
@@ -27,24 +26,10 @@ ARGS = ["--size", "256", "256", "--scale", "60asec", "--niter", "1000", "--mgain
         "--no-dashboard", "--no-png", "--weight", "briggs", "0"]
 
 
-def run_pipeline(tmp: Path, name: str, extra: list[str], env: dict, mpi_ranks: int = 0, timeout: float = 300):
-    cmd = [PYTHON, "-m", "arl_mpi.pipeline", "--name", str(tmp / name), *ARGS, *extra]
-    if mpi_ranks:
-        cmd = [MPIEXEC, "-n", str(mpi_ranks), *cmd]
-    t0 = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout)
-    return r, time.monotonic() - t0
-
-
 @pytest.fixture(scope="module")
 def sim_store(tmp_path_factory):
     """The built-in observation, simulated once with 4 time partitions."""
-    d = tmp_path_factory.mktemp("sim")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    r = subprocess.run([PYTHON, "-m", "arl_mpi.simulate", str(d / "obs.store"), "--time-partitions", "4"],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return d / "obs.store"
+    return simulate_store(tmp_path_factory.mktemp("sim") / "obs.store", ["--time-partitions", "4"])
 
 
 def true_sources(store: Path) -> list[tuple[float, float, float]]:
@@ -61,7 +46,7 @@ def read_plane(path: Path) -> np.ndarray:
 
 @pytest.mark.mpi
 def test_mpiexec_pipeline_recovers_sources(tmp_path, sim_store, env_cli):
-    r, dt = run_pipeline(tmp_path, "mpi", ["--vis", str(sim_store)], env_cli, mpi_ranks=4)
+    r = run_pipeline(tmp_path, "mpi", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=4)
     assert r.returncode == 0, r.stderr[-3000:]
     for kind in ("dirty", "psf", "model", "residual", "image"):
         assert (tmp_path / f"mpi-{kind}.fits").is_file()
@@ -95,16 +80,16 @@ def test_mpiexec_pipeline_recovers_sources(tmp_path, sim_store, env_cli):
 def test_same_images_any_runtime(tmp_path, sim_store, env_cli):
     """1 worker, 2 workers, a local cluster and an external scheduler agree to 1e-6 of the peak."""
     runs = {}
-    r, _ = run_pipeline(tmp_path, "w1", ["--vis", str(sim_store)], env_cli, mpi_ranks=3)
+    r = run_pipeline(tmp_path, "w1", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=3)
     assert r.returncode == 0, r.stderr[-3000:]
     runs["w1"] = r
-    r, _ = run_pipeline(tmp_path, "w2", ["--vis", str(sim_store)], env_cli, mpi_ranks=4)
+    r = run_pipeline(tmp_path, "w2", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=4)
     assert r.returncode == 0, r.stderr[-3000:]
-    r, _ = run_pipeline(tmp_path, "local", ["--vis", str(sim_store), "--workers", "2"], env_cli)
+    r = run_pipeline(tmp_path, "local", [*ARGS, "--vis", str(sim_store), "--workers", "2"], env_cli)
     assert r.returncode == 0, r.stderr[-3000:]
     with external_scheduler(tmp_path, env_cli) as addr:
         env = dict(env_cli, ARL_DASK_SCHEDULER=addr)
-        r, _ = run_pipeline(tmp_path, "ext", ["--vis", str(sim_store), "--no-tls"], env)
+        r = run_pipeline(tmp_path, "ext", [*ARGS, "--vis", str(sim_store), "--no-tls"], env)
         assert r.returncode == 0, r.stderr[-3000:]
     for kind in ("dirty", "model", "residual", "image"):
         ref = read_plane(tmp_path / f"w1-{kind}.fits")
@@ -161,7 +146,8 @@ def test_failure_ends_every_rank_quickly(tmp_path, sim_store, env_cli, case):
         raw[len(raw) // 2] ^= 0xFF
         part.write_bytes(bytes(raw))
         expect = "t0002-f0000"
-    r, dt = run_pipeline(tmp_path, "fail", ["--vis", str(vis)], env_cli, mpi_ranks=4, timeout=120)
+    r = run_pipeline(tmp_path, "fail", [*ARGS, "--vis", str(vis)], env_cli, mpi_ranks=4, timeout=120)
+    dt = r.seconds
     assert r.returncode != 0
     assert dt < 30, dt
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("arl_mpi.pipeline: error:")]
@@ -171,10 +157,10 @@ def test_failure_ends_every_rank_quickly(tmp_path, sim_store, env_cli, case):
 
 
 def test_bad_flag_one_line_error(tmp_path, env_cli):
-    r, _ = run_pipeline(tmp_path, "x", ["--size", "101", "100"], env_cli)
+    r = run_pipeline(tmp_path, "x", [*ARGS, "--size", "101", "100"], env_cli)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("arl_mpi.pipeline: error: size: x size 101 must be even")
-    r, _ = run_pipeline(tmp_path, "x", ["--weight", "briggs", "3"], env_cli)
+    r = run_pipeline(tmp_path, "x", [*ARGS, "--weight", "briggs", "3"], env_cli)
     assert r.returncode == 2 and "outside [-2, 2]" in r.stderr
 
 
@@ -215,10 +201,10 @@ def test_scheduler_file_and_stream_mode(tmp_path, sim_store, env_cli):
                                        "--nthreads", "1", "--nworkers", "2"], env=env_cli, cwd=tmp_path,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         env = dict(env_cli, ARL_DASK_SCHEDULER_FILE=str(sfile))
-        r, _ = run_pipeline(tmp_path, "file", ["--vis", str(sim_store), "--no-tls"], env)
+        r = run_pipeline(tmp_path, "file", [*ARGS, "--vis", str(sim_store), "--no-tls"], env)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "connected to external scheduler" in r.stderr
-        r, _ = run_pipeline(tmp_path, "stream", ["--vis", str(sim_store), "--no-tls", "--stream"], env)
+        r = run_pipeline(tmp_path, "stream", [*ARGS, "--vis", str(sim_store), "--no-tls", "--stream"], env)
         assert r.returncode == 0, r.stderr[-3000:]
     finally:
         for p in reversed(procs):

@@ -1,6 +1,6 @@
 """A real single-node SLURM: the batch template, srun, and a failing job.
 
-The daemons are started by the tests (tests/slurm_cluster.py) and stopped by PID; the
+The daemons are started by the tests (tests/cluster/slurm_cluster.py) and stopped by PID; the
 tests are skipped, with the reason, where SLURM cannot be started (no binaries, not root).
 """
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, SMALL, run_or_dump
+from helpers import PYTHON, REPO, SMALL, run_or_dump
 from slurm_cluster import SlurmCluster, SlurmUnavailable
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slurm]

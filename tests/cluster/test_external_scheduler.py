@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, SMALL
+from helpers import PYTHON, REPO, SMALL, run_pipeline
 
 NWORKERS = 2
 
@@ -142,19 +142,6 @@ def dask_cluster(tmp_path_factory):
     assert all(p.poll() is not None for p in cluster.procs)
 
 
-def run_pipeline(tmp: Path, args: list[str], env: dict, timeout: float = 300):
-    t0 = time.monotonic()
-    r = subprocess.run(
-        [PYTHON, "-m", "arl_mpi.pipeline", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=timeout,
-    )
-    return r, time.monotonic() - t0
-
-
 def check_outputs(prefix: Path) -> dict:
     for kind in ("dirty", "psf", "model", "residual", "image"):
         assert Path(f"{prefix}-{kind}.fits").is_file(), kind
@@ -168,7 +155,7 @@ def test_pipeline_on_external_scheduler(dask_cluster, tmp_path, how):
         env["ARL_DASK_SCHEDULER"] = dask_cluster.address.removeprefix("tcp://")  # host:port
     else:
         env["ARL_DASK_SCHEDULER_FILE"] = str(dask_cluster.sfile)
-    r, _ = run_pipeline(tmp_path, ["--name", str(tmp_path / "ext"), "--no-tls", *SMALL], env)
+    r = run_pipeline(tmp_path, "ext", ["--no-tls", *SMALL], env)
     assert r.returncode == 0, r.stderr[-3000:] + dask_cluster.logs()
     assert (
         f"connected to external scheduler {dask_cluster.address} with {NWORKERS} workers"
@@ -185,12 +172,8 @@ def test_pipeline_on_external_scheduler(dask_cluster, tmp_path, how):
 
 def test_unreachable_scheduler_is_one_line_error(tmp_path):
     env = dict(_env(tmp_path), ARL_DASK_SCHEDULER="127.0.0.1:1")
-    r, dt = run_pipeline(
-        tmp_path,
-        ["--name", str(tmp_path / "x"), "--cluster-timeout", "5", "--no-tls", *SMALL],
-        env,
-        timeout=120,
-    )
+    r = run_pipeline(tmp_path, "x", ["--cluster-timeout", "5", "--no-tls", *SMALL], env, timeout=120)
+    dt = r.seconds
     assert r.returncode == 2, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()
     errors = [ln for ln in lines if "error:" in ln]
@@ -206,12 +189,7 @@ def test_unreachable_scheduler_is_one_line_error(tmp_path):
 
 def test_missing_scheduler_file_is_one_line_error(tmp_path):
     env = dict(_env(tmp_path), ARL_DASK_SCHEDULER_FILE=str(tmp_path / "nope.json"))
-    r, _ = run_pipeline(
-        tmp_path,
-        ["--name", str(tmp_path / "x"), "--cluster-timeout", "5", "--no-tls", *SMALL],
-        env,
-        timeout=120,
-    )
+    r = run_pipeline(tmp_path, "x", ["--cluster-timeout", "5", "--no-tls", *SMALL], env, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "ARL_DASK_SCHEDULER_FILE=" in r.stderr and "no such scheduler file" in r.stderr
     assert "Traceback" not in r.stderr

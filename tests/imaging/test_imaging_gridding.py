@@ -61,7 +61,7 @@ def _vis():
 
 
 def test_w_terms_are_significant():
-    from arl_mpi.imaging.dft import C_LIGHT
+    from arl_mpi.constants import SPEED_OF_LIGHT as C_LIGHT
 
     l, m = _sources()
     wmax = np.abs(UVW[:, 2]).max() * FREQ.max() / C_LIGHT

@@ -13,8 +13,8 @@ from arl_mpi.calibration import (
     invert_gaintable,
     nearest_solution_indices,
 )
-from arl_mpi.calibration.synthetic import make_observation
 from arl_mpi.simulation.corruption import simulate_gains
+from arl_mpi.testing.synthetic_calibration import make_observation
 
 
 def _table(times, interval, freqs, nant=3, receptors=("X", "Y"), seed=0):

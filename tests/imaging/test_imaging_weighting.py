@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from arl_mpi.constants import SPEED_OF_LIGHT as C_LIGHT
 from arl_mpi.imaging import (
     apply_weighting,
     grid_weight_density,
@@ -13,7 +14,6 @@ from arl_mpi.imaging import (
     taper_gaussian,
     to_stokes,
 )
-from arl_mpi.imaging.dft import C_LIGHT
 
 NPIX, CELL = 64, 1e-3
 FREQ = np.array([100e6, 150e6])

@@ -12,20 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import MPIEXEC, PYTHON, REPO, run_or_dump, small_meta, small_visibility
+from helpers import PYTHON, pipeline_command, run_or_dump, run_pipeline, simulate_store, small_meta, small_visibility
 
 from arl_mpi.io.store import write_store
 
 FAST = ["--size", "256", "256", "--scale", "60asec", "--no-dashboard", "--no-png"]
 # Many short major cycles (so that a run can be interrupted after its first checkpoint).
 CYCLES = [*FAST, "--niter", "3000", "--mgain", "0.3", "--auto-threshold", "1", "--nmiter", "30"]
-
-
-def pipeline(tmp: Path, args: list[str], env: dict, ranks: int = 0, timeout: float = 300, **kw):
-    cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
-    if ranks:
-        cmd = [MPIEXEC, "-n", str(ranks), *cmd]
-    return run_or_dump(cmd, timeout, env=env, cwd=tmp, **kw)
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> str:
@@ -51,32 +44,51 @@ def start_until_checkpoint(cmd: list[str], cwd: Path, env: dict, capture: bool =
     return p, ck
 
 
-def kill_and_collect(p: subprocess.Popen, victim: int, timeout: float) -> tuple[str, str, float]:
+def kill_and_collect(p: subprocess.Popen, victim: int, timeout: float) -> tuple[str, str]:
     """SIGKILL ``victim`` (one process of the run ``p``) and wait for the run to end; returns
-    (stdout, stderr, seconds from the kill to the end). The run's session is killed if it is
-    still there after ``timeout``."""
-    t_kill = time.monotonic()
+    (stdout, stderr). A run still there after ``timeout`` (a hang guard, generous: never a
+    speed limit) is killed with its session and the test fails with the end of its output."""
     os.kill(victim, signal.SIGKILL)
     try:
         out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        pytest.fail(f"the run did not end within {timeout:.0f} s of the kill (a hang)\n"
+                    f"{(out or '')[-2000:]}\n{(err or '')[-4000:]}")  # fmt: skip
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    return out, err, time.monotonic() - t_kill
+    return out, err
+
+
+def within(seconds: float, fn, *args):
+    """``fn(*args)`` in a daemon thread; its result, or its exception re-raised here. A call
+    still running after ``seconds`` (a hang guard, generous: never a speed limit) fails the
+    test instead of hanging the session."""
+    import threading
+
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="arl-test-within", daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} did not return within {seconds:.0f} s (a hang)")
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rel")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run(
-        [PYTHON, "-m", "arl_mpi.simulate", str(d / "obs.store"), "--time-partitions", "2"],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
-    return d / "obs.store"
+    return simulate_store(tmp_path_factory.mktemp("rel") / "obs.store", ["--time-partitions", "2"])
 
 
 def snapshot(path: Path) -> dict[str, tuple[int, float, bytes]]:
@@ -91,13 +103,13 @@ def snapshot(path: Path) -> dict[str, tuple[int, float, bytes]]:
 def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
     clean = ["--vis", str(store), *CYCLES]
     before = snapshot(store)
-    r = pipeline(tmp_path, ["--name", "ref", *clean], env_cli, ranks=4)
+    r = run_pipeline(tmp_path, None, ["--name", "ref", *clean], env_cli, mpi_ranks=4)
     assert r.returncode == 0, r.stderr[-2000:]
     ref_cycles = json.loads((tmp_path / "ref-summary.json").read_text())["cycles"]
     assert len(ref_cycles) >= 4
     # start the same run, kill the whole job once the first checkpoint exists
     p, ck = start_until_checkpoint(
-        [MPIEXEC, "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", "--name", "run", *clean],
+        pipeline_command(tmp_path, None, ["--name", "run", *clean], mpi_ranks=4),
         tmp_path,
         env_cli,
         capture=False,
@@ -109,7 +121,7 @@ def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
     # no partially written file under a final name: only complete FITS files or dot-temp files
     for f in tmp_path.glob("run-*.fits"):
         fits.getdata(f)
-    r = pipeline(tmp_path, ["--name", "run", *clean, "--resume"], env_cli, ranks=4)
+    r = run_pipeline(tmp_path, None, ["--name", "run", *clean, "--resume"], env_cli, mpi_ranks=4)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming after major cycle" in r.stderr
     for kind in ("model", "residual", "image"):
@@ -117,9 +129,9 @@ def test_resume_after_kill_gives_same_images(tmp_path, store, env_cli):
         b = fits.getdata(tmp_path / f"run-{kind}.fits").astype(float)
         assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), kind
     # settings that differ from the checkpoint's are refused
-    r = pipeline(tmp_path, ["--name", "run", *clean[:-2], "--nmiter", "7", "--resume"], env_cli)
+    r = run_pipeline(tmp_path, None, ["--name", "run", *clean[:-2], "--nmiter", "7", "--resume"], env_cli)
     one_line_error(r, "settings differ from the checkpoint", "nmiter")
-    r = pipeline(tmp_path, ["--name", "other", *clean, "--resume"], env_cli)
+    r = run_pipeline(tmp_path, None, ["--name", "other", *clean, "--resume"], env_cli)
     one_line_error(r, "no checkpoint to resume from")
     # the input store was only read
     assert snapshot(store) == before
@@ -135,7 +147,7 @@ def small_store(tmp: Path, name: str, mutate) -> Path:
 
 def test_all_flagged_refused(tmp_path, env_cli):
     s = small_store(tmp_path, "flagged.store", lambda v: v.flags.__setitem__(slice(None), True))
-    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    r = run_pipeline(tmp_path, None, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
     one_line_error(r, str(s), "all 800 visibilities are flagged")
     assert not list(tmp_path.glob("x-*.fits"))
 
@@ -148,8 +160,8 @@ def test_nan_and_negative_weights_flagged_and_counted(tmp_path, env_cli):
         v.weight[10:12, :, :] = -1.0
 
     s = small_store(tmp_path, "nan.store", corrupt)
-    r = pipeline(
-        tmp_path,
+    r = run_pipeline(
+        tmp_path, None,
         ["--vis", str(s), "--name", "x", "--workers", "1", *FAST, "--scale", "600asec"],
         env_cli,
     )
@@ -162,17 +174,19 @@ def test_nan_and_negative_weights_flagged_and_counted(tmp_path, env_cli):
 
 
 def test_image_too_large_refused_before_start(tmp_path, env_cli):
-    t0 = time.monotonic()
-    r = pipeline(
-        tmp_path, ["--name", "x", "--size", "200000", "200000", "--scale", "1asec"], env_cli
+    """Refused before imaging starts: one line naming the size and the memory, no output
+    file, no checkpoint (a hang is a failure through the subprocess timeout)."""
+    r = run_pipeline(
+        tmp_path, None, ["--name", "x", "--size", "200000", "200000", "--scale", "1asec"], env_cli,
+        timeout=180,
     )
     one_line_error(r, "size: 200000x200000", "GiB")
-    assert time.monotonic() - t0 < 30 and not list(tmp_path.glob("x-*"))
+    assert not list(tmp_path.glob("x-*"))
 
 
 def test_cell_not_sampling_longest_baseline_warns(tmp_path, store, env_cli):
-    r = pipeline(
-        tmp_path,
+    r = run_pipeline(
+        tmp_path, None,
         [
             "--vis",
             str(store),
@@ -207,22 +221,22 @@ def test_cell_not_sampling_longest_baseline_warns(tmp_path, store, env_cli):
 def test_bad_config_file(tmp_path, env_cli, content, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(content)
-    r = pipeline(tmp_path, ["--config", str(cfg)], env_cli)
+    r = run_pipeline(tmp_path, None, ["--config", str(cfg)], env_cli)
     assert r.returncode == 2
     one_line_error(r, needle)
 
 
 def test_unreachable_scheduler(tmp_path, env_cli):
     env = dict(env_cli, ARL_DASK_SCHEDULER="tcp://127.0.0.1:9")
-    t0 = time.monotonic()
-    r = pipeline(tmp_path, ["--name", "x", "--cluster-timeout", "5", "--no-tls"], env)
-    one_line_error(r, "ARL_DASK_SCHEDULER=tcp://127.0.0.1:9", "cannot reach")
-    assert r.returncode == 2 and time.monotonic() - t0 < 60
+    r = run_pipeline(tmp_path, None, ["--name", "x", "--cluster-timeout", "5", "--no-tls"], env, timeout=180)
+    # the run gives up after the --cluster-timeout it was given (named in the message)
+    one_line_error(r, "ARL_DASK_SCHEDULER=tcp://127.0.0.1:9", "cannot reach", "within 5 s")
+    assert r.returncode == 2
 
 
 @pytest.mark.mpi
 def test_fewer_than_three_ranks_explained(tmp_path, env_cli):
-    r = pipeline(tmp_path, ["--name", "x"], env_cli, ranks=2, timeout=120)
+    r = run_pipeline(tmp_path, None, ["--name", "x"], env_cli, mpi_ranks=2, timeout=120)
     line = one_line_error(r, "too few", "rank 0 runs the Dask scheduler", "rank 1 the driver")
     assert "ranks 2+ the workers" in line
     assert not list(tmp_path.glob("x-*"))
@@ -239,7 +253,7 @@ def test_not_a_store(tmp_path, env_cli, what):
         target.mkdir()
         with h5py.File(target / "index.h5", "w") as f:
             f["x"] = 1
-    r = pipeline(tmp_path, ["--vis", str(target), "--name", "x", "--workers", "1", *FAST], env_cli)
+    r = run_pipeline(tmp_path, None, ["--vis", str(target), "--name", "x", "--workers", "1", *FAST], env_cli)
     msg = {
         "missing": "no such visibility store",
         "text": "not a MeasurementSet, UVFITS file or visibility store",
@@ -286,24 +300,27 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     Under mpiexec (MPICH kills the job when a rank dies): every rank ends promptly, non-zero,
     and the checkpoint lets --resume finish the run."""
     args = ["--vis", str(store), *CYCLES, "--name", "run"]
-    cmd = [PYTHON, "-m", "arl_mpi.pipeline", *args]
     if mode == "local":
-        cmd += ["--workers", "2"]
+        cmd = pipeline_command(tmp_path, None, [*args, "--workers", "2"])
     else:
-        cmd = [MPIEXEC, "-n", "4", *cmd]
+        cmd = pipeline_command(tmp_path, None, args, mpi_ranks=4)
     p, _ = start_until_checkpoint(cmd, tmp_path, env_cli)
     victims = _local_worker_pids(p.pid) if mode == "local" else _rank_pids(2, p.pid)
     assert victims, "no worker process found"
-    out, err, ended = kill_and_collect(p, victims[0], timeout=240)
+    out, err = kill_and_collect(p, victims[0], timeout=240)
     if mode == "local":
         assert p.returncode == 0, err[-3000:]
         assert (tmp_path / "run-image.fits").is_file()
     else:
-        assert p.returncode != 0 and ended < 60, (p.returncode, ended)
+        # ended (no hang: kill_and_collect's guard) by the launcher, because of the killed rank
+        assert p.returncode != 0, (out + err)[-3000:]
+        assert "Killed (signal 9)" in out + err or "KILLED BY SIGNAL: 9" in out + err, (
+            (out + err)[-3000:]
+        )
         assert not (tmp_path / "run-image.fits").exists()
-        r = pipeline(tmp_path, [*args, "--resume"], env_cli, ranks=4)
+        r = run_pipeline(tmp_path, None, [*args, "--resume"], env_cli, mpi_ranks=4)
         assert r.returncode == 0, r.stderr[-2000:]
-    ref = pipeline(tmp_path, [*args[:-1], "ref", "--workers", "2"], env_cli)
+    ref = run_pipeline(tmp_path, None, [*args[:-1], "ref", "--workers", "2"], env_cli)
     assert ref.returncode == 0, ref.stderr[-2000:]
     a = fits.getdata(tmp_path / "ref-image.fits").astype(float)
     b = fits.getdata(tmp_path / "run-image.fits").astype(float)
@@ -320,8 +337,8 @@ def test_readonly_store_is_only_read(tmp_path, store, env_cli):
     dirs_before = {str(d): d.stat().st_mtime for d in [store, *store.rglob("*")] if d.is_dir()}
     subprocess.run(["chmod", "-R", "a-w", str(store)], check=True)
     try:
-        r = pipeline(
-            tmp_path,
+        r = run_pipeline(
+            tmp_path, None,
             ["--vis", str(store), "--name", "ro", "--workers", "1", *FAST, "--niter", "100"],
             env_cli,
         )
@@ -337,37 +354,63 @@ def test_readonly_store_is_only_read(tmp_path, store, env_cli):
 
 
 TEMP_NAME = r"^\.{name}\.tmp-\d+-[0-9a-f]{{8}}$"
+FITS_BYTES = 2880 + 8192 * 8192 * 4  # header block + data of the gated writer's image
+
+_GATED_WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from astropy.io import fits
+from arl_mpi.io.atomic import atomic_path
+
+N, BLOCK = 8192, 512
+hdr = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 4), ("NAXIS1", N),
+                   ("NAXIS2", N), ("NAXIS3", 1), ("NAXIS4", 1)])
+rows = np.ones((BLOCK, N), np.float32)
+final, gate = sys.argv[1], Path(sys.argv[2])
+with atomic_path(final) as tmp:
+    out = fits.StreamingHDU(tmp, hdr)
+    for i in range(N // BLOCK):
+        out.write(rows)
+        if i == N // BLOCK // 2:  # half-way: say where, then wait to be killed
+            (gate.parent / "gate.tmp").write_text(str(tmp))
+            (gate.parent / "gate.tmp").rename(gate)
+            time.sleep(600)
+    out.close()
+"""
 
 
 def test_sigkill_mid_fits_write_leaves_no_partial_file(tmp_path, env_cli):
     """A writer killed while a 256 MiB FITS image is being written leaves no file under the
-    final name, only a dot-temporary ``.NAME.tmp-PID-RAND`` (which nothing reads)."""
+    final name, only a dot-temporary ``.NAME.tmp-PID-RAND`` (which nothing reads).
+
+    Deterministic: the writer streams the image in 16 MiB blocks and, half-way, names its
+    temporary file in a gate file and waits; the test kills it there."""
     import re
 
     script = tmp_path / "writer.py"
-    script.write_text(
-        "import sys, numpy as np\n"
-        "from astropy.io import fits\n"
-        "from arl_mpi.io.atomic import atomic_path\n"
-        "data = np.ones((1, 1, 8192, 8192), np.float32)\n"
-        "with atomic_path(sys.argv[1]) as tmp:\n"
-        "    fits.PrimaryHDU(data=data).writeto(tmp)\n"
-    )
+    script.write_text(_GATED_WRITER)
     final = tmp_path / "big-image.fits"
-    p = subprocess.Popen([PYTHON, str(script), str(final)], env=env_cli, cwd=tmp_path)
+    gate = tmp_path / "gate"
+    p = subprocess.Popen([PYTHON, str(script), str(final), str(gate)], env=env_cli, cwd=tmp_path,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
     pattern = re.compile(TEMP_NAME.format(name=re.escape(final.name)))
-    t_end = time.monotonic() + 60
-    seen = []
-    while time.monotonic() < t_end and p.poll() is None:
-        seen = [f for f in tmp_path.iterdir() if pattern.match(f.name) and f.stat().st_size > 0]
-        if seen:
-            break
-        time.sleep(0.002)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=30)
-    if not seen:
-        pytest.skip("the writer finished before it could be caught mid-write")
+    try:
+        # hang guard only: the writer stops at the gate and waits there to be killed
+        t_end = time.monotonic() + 180
+        while not gate.exists() and p.poll() is None and time.monotonic() < t_end:
+            time.sleep(0.01)
+        assert gate.exists(), f"the writer never reached the gate (exit {p.poll()})"
+        tmp = Path(gate.read_text())
+        assert pattern.match(tmp.name), tmp.name
+        assert 0 < tmp.stat().st_size < FITS_BYTES, tmp.stat().st_size  # caught mid-write
+        assert not final.exists()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == -signal.SIGKILL, err[-2000:]
     assert not final.exists(), "a partial file under the final name"
+    assert tmp.exists(), "the temporary file vanished: was the writer killed mid-write?"
     assert all(pattern.match(f.name) for f in tmp_path.iterdir() if f.name.startswith("."))
 
 
@@ -403,7 +446,7 @@ def test_sigkill_mid_store_write_leaves_unusable_store_refused(tmp_path, env_cli
                 for k in h:
                     if isinstance(h[k], h5py.Dataset):
                         h[k][()]
-    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    r = run_pipeline(tmp_path, None, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
     one_line_error(r, str(s), "unfinished visibility store (no index.h5)")
     assert not list(tmp_path.glob("x-*"))
 
@@ -436,7 +479,7 @@ def test_corrupt_store_refused_by_pipeline(tmp_path, env_cli, case, needle):
         raw = bytearray(part.read_bytes())
         raw[len(raw) // 2] ^= 0xFF
         part.write_bytes(bytes(raw))
-    r = pipeline(tmp_path, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
+    r = run_pipeline(tmp_path, None, ["--vis", str(s), "--name", "x", "--workers", "1", *FAST], env_cli)
     one_line_error(r, str(s), needle)
     assert not list(tmp_path.glob("x-*.fits"))
 
@@ -446,26 +489,43 @@ def test_corrupt_store_refused_by_pipeline(tmp_path, env_cli, case, needle):
 
 @pytest.mark.mpi
 def test_worker_sigkill_with_disable_auto_cleanup_still_ends_job(tmp_path, store, env_cli):
-    """MPICH hydra's ``-disable-auto-cleanup`` (pip mpich 5.0.2 here) does not keep a job alive
-    when a rank is killed by a signal: the job still ends promptly, non-zero, and the checkpoint
-    is usable. (A rank that *exits* is survived, but then MPI_Finalize of the others waits for
-    it forever; see docs/reliability.md.)"""
+    """MPICH hydra's ``-disable-auto-cleanup`` (pip mpich 5.0.2 here) with a worker rank
+    SIGKILLed mid-run. Two outcomes are correct, and each is checked in full:
+
+    * **ended** (measured on this machine): the launcher takes every rank down, the job exits
+      non-zero naming the cause (hydra's ``Killed (signal 9)`` line, or arl_mpi's one-line
+      error about the lost worker), leaves no final image, and the checkpoint is usable;
+    * **completed** on the remaining workers: exit 0 and complete, finite images.
+
+    Anything else fails: a hang (kill_and_collect's guard), a traceback, exit 0 without
+    images, or a half-written file under a final name. (A rank that *exits* is survived,
+    but then MPI_Finalize of the others waits for it forever; see docs/reliability.md.)"""
     import h5py
 
     args = ["--vis", str(store), *CYCLES, "--name", "run"]
     p, ck = start_until_checkpoint(
-        [MPIEXEC, "-disable-auto-cleanup", "-n", "4", PYTHON, "-m", "arl_mpi.pipeline", *args],
+        pipeline_command(tmp_path, None, args, mpi_ranks=4, mpiexec_args=["-disable-auto-cleanup"]),
         tmp_path,
         env_cli,
     )
+    assert ck.exists(), "no checkpoint before the kill"
     victims = _rank_pids(2, p.pid)
     assert victims, "no worker rank found"
-    out, err, ended = kill_and_collect(p, victims[0], timeout=120)
-    assert p.returncode != 0 and ended < 60, (p.returncode, ended)
-    # hydra sends SIGTERM and SIGKILL back to back, so its own line (on stdout) is the message
-    assert "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)" in out + err, (
-        out + err[-2000:]
-    )
+    out, err = kill_and_collect(p, victims[0], timeout=240)
+    both = out + err
+    assert "Traceback" not in both, both[-4000:]
+    # no half-written file under a final name, whichever way it ended
+    for f in tmp_path.glob("run-*.fits"):
+        assert np.isfinite(fits.getdata(f)).all(), f
+    if p.returncode == 0:  # completed on the remaining workers
+        for kind in ("model", "residual", "image"):
+            assert (tmp_path / f"run-{kind}.fits").is_file(), (kind, both[-3000:])
+        assert json.loads((tmp_path / "run-summary.json").read_text())["cycles"]
+        return
+    # ended: the cause is named, no final image, and the checkpoint is usable
+    errors = [ln for ln in err.splitlines() if "error:" in ln]
+    hydra = "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)" in both
+    assert hydra or (errors and "worker" in errors[-1]), both[-3000:]
     assert not (tmp_path / "run-image.fits").exists()
     with h5py.File(ck, "r") as f:
         assert f.attrs["cycle"] >= 1
@@ -480,9 +540,8 @@ def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli,
     limit) so the worker never starts the task; or the nanny stops restarting the worker
     (the last two end by the watchdog after --cluster-timeout). Which one a limit gives
     depends on the machine's baseline process memory and load."""
-    t0 = time.monotonic()
-    r = pipeline(
-        tmp_path,
+    r = run_pipeline(
+        tmp_path, None,
         ["--vis", str(store), "--name", "x", "--workers", "1", "--memory-limit", limit,
          "--cluster-timeout", "15", *FAST],  # fmt: skip
         env_cli,
@@ -493,7 +552,6 @@ def test_workers_killed_by_memory_limit_one_line_error(tmp_path, store, env_cli,
     endings = ("each died running it", "paused at 80% of its memory limit", "had no worker for 15 s")
     assert any(e in line for e in endings), line
     assert not list(tmp_path.glob("x-*.fits"))
-    assert time.monotonic() - t0 < 120
 
 
 def _placed_tasks_survive_losing_every_worker(revive: bool) -> bool:
@@ -550,7 +608,6 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
         fut.result()
         return 0
 
-    t0 = time.monotonic()
     settings = ClusterSettings(
         workers=1,
         threads_per_worker=1,
@@ -559,9 +616,10 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
         dashboard=False,
         scratch=str(tmp_path),
     )
+    # the job's own task sleeps 30 s and then fails (no worker to report it): only the
+    # watchdog can end it with this message; within() turns a hang into a failure
     with pytest.raises(ClusterError, match="no worker for 5 s"):
-        run_with_client(job, settings)
-    assert time.monotonic() - t0 < 25
+        within(300, run_with_client, job, settings)
 
 
 def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
@@ -597,11 +655,9 @@ def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):
         dashboard=False,
         scratch=str(tmp_path),
     )
-    t0 = time.monotonic()
     with dask.config.set({"distributed.worker.memory.pause": 0.01}):
         with pytest.raises(ClusterError, match=r"paused at 1% of its memory limit \(1907 MiB\)"):
-            run_with_client(job, settings)
-    assert time.monotonic() - t0 < 30
+            within(300, run_with_client, job, settings)
 
 
 _DYING_WORKER = '''

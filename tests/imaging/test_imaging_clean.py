@@ -11,8 +11,9 @@ pixel. The rms of the final residual image is compared with this value.
 import numpy as np
 import pytest
 
-from arl_mpi.deconvolution import mfs_clean, spectral_index
-from arl_mpi.imaging import dft_predict, image_serial, invert, make_psf, pixel_to_lm
+from arl_mpi.deconvolution import CleanParams, mfs_clean, spectral_index
+from arl_mpi.deconvolution.serial_loop import image_serial
+from arl_mpi.imaging import dft_predict, invert, make_psf, pixel_to_lm
 
 
 def make_uvw(nant, radius_m, hour_angles, dec, lat=-0.5235987755982988, seed=1):
@@ -123,10 +124,10 @@ def test_mfs_spectral_indices_gridded():
         cube.append(d)
         psfs.append(p)
         wts.append(sw)
+    params = CleanParams(niter=4000, gain=0.1, threshold=1e-3, scales_px=(0,))
     models, resid, info = mfs_clean(
-        np.array(cube), np.array(psfs), freqs, f0, nterms=2, channel_weights=np.array(wts),
-        niter=4000, gain=0.1, threshold=1e-3,
-    )  # fmt: skip
+        np.array(cube), np.array(psfs), freqs, f0, 2, params, channel_weights=np.array(wts)
+    )
     assert info["stop_reason"] == "threshold"
     for x, y, f, a in srcs:
         t0 = models[0][y - 2 : y + 3, x - 2 : x + 3].sum()

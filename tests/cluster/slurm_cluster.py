@@ -214,7 +214,8 @@ PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
         time.sleep(5)
         self.run(["scancel", job])
         time.sleep(2)
-        logs = "".join(f"--- {p.name} ---\n{p.read_text()[-8000:]}\n" for p in sorted(Path(cwd).glob("*.out")) + sorted(Path(cwd).glob("*.err")))
+        files = sorted(Path(cwd).glob("*.out")) + sorted(Path(cwd).glob("*.err"))
+        logs = "".join(f"--- {p.name} ---\n{p.read_text()[-8000:]}\n" for p in files)
         raise AssertionError(f"SLURM job {job} still {state.get('JobState')} after {timeout:.0f} s "
                              f"(state: {state})\n{logs}\n--- slurmd ---\n{self._tail()}")
 

@@ -1,6 +1,6 @@
 """Ingest of real observations (from the pyuvdata 2.4.5 wheel) and of a synthetic UVFITS.
 
-The real files are downloaded at test time into a cache (arl_mpi.io.testdata); without
+The real files are downloaded at test time into a cache (arl_mpi.testing.realdata); without
 network those tests are skipped with the reason.
 """
 
@@ -15,15 +15,16 @@ import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from conftest import MPIEXEC, PYTHON, REPO
+from helpers import MPIEXEC, PYTHON, REPO, run_pipeline
 
+from arl_mpi.constants import SPEED_OF_LIGHT
 from arl_mpi.errors import InputError, StoreError
-from arl_mpi.imaging.dft import C_LIGHT, dft_predict, lm_to_pixel, radec_to_lm
+from arl_mpi.imaging.dft import dft_predict, lm_to_pixel, radec_to_lm
 from arl_mpi.imaging.gridding import invert
 from arl_mpi.imaging.stokes import to_stokes
 from arl_mpi.ingest import ensure_store_from_input, ingest
-from arl_mpi.io import testdata
 from arl_mpi.io.store import open_store, read_partition
+from arl_mpi.testing import realdata as testdata
 
 
 def fetch(name: str):
@@ -171,9 +172,9 @@ def write_synthetic_uvfits(path, ra0, dec0, src_ra, src_dec, flux=1.0, two_sourc
     jd_frac = np.repeat(np.arange(ntime), nant * (nant - 1) // 2) * 60 / 86400
     # float32 parameters: the Julian date is split into two DATE parameters, which readers sum
     pars = [
-        uvw[:, 0] / C_LIGHT,
-        uvw[:, 1] / C_LIGHT,
-        uvw[:, 2] / C_LIGHT,
+        uvw[:, 0] / SPEED_OF_LIGHT,
+        uvw[:, 1] / SPEED_OF_LIGHT,
+        uvw[:, 2] / SPEED_OF_LIGHT,
         np.full(nrow, 2460000.5),
         jd_frac,
         256.0 * (np.tile(a1, ntime) + 1) + (np.tile(a2, ntime) + 1),
@@ -327,9 +328,6 @@ def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
     src = tmp_path / "vla.uvfits"
     shutil.copy(fetch(testdata.VLA_UVFITS), src)
     args = [
-        PYTHON,
-        "-m",
-        "arl_mpi.pipeline",
         "--vis",
         str(src),
         "--size",
@@ -346,8 +344,7 @@ def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
     ]
 
     def image(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*args, "--name", str(tmp_path / name)], capture_output=True,
-                              text=True, env=env_cli, cwd=tmp_path, timeout=300)  # fmt: skip
+        return run_pipeline(tmp_path, name, args, env_cli)
 
     r = image("a")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -362,7 +359,7 @@ def test_pipeline_vis_accepts_uvfits_and_reuses_store(tmp_path, env_cli):
 def test_write_ms_round_trip(tmp_path):
     """Store -> MeasurementSet (for peers) -> store gives the same data back."""
     needs_casacore()
-    from conftest import small_meta, small_visibility
+    from helpers import small_meta, small_visibility
 
     from arl_mpi.io.ms import write_ms
     from arl_mpi.io.store import write_store

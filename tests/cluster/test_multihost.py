@@ -1,0 +1,346 @@
+"""Several hosts, for real: the MPI pipeline across virtual hosts (network namespaces).
+
+:class:`netns.VirtualCluster` makes three hosts ``h0 h1 h2`` on a private bridge (own
+addresses, host names, /etc/hosts and scratch disks; see ``tests/cluster/netns.py``). MPICH's hydra
+``mpiexec`` runs on ``h0`` and starts its proxies on the other hosts through the cluster's
+ssh-like launcher, exactly as it would over ssh on a real cluster:
+
+* ranks 0 (Dask scheduler) and 1 (driver) on ``h0``, rank 2 on ``h1``, rank 3 on ``h2``;
+* ``--interface arl0`` (the namespace's veth), TLS on (the default), ``--scratch`` one path
+  that is a different directory on each host.
+
+The same pipeline command is also run single-host (``mpiexec -n 4``, ``--interface lo``); the
+FITS images of both runs must agree to 1e-6 of the peak. A worker preload (a script in the
+test's directory, named by ``DASK_DISTRIBUTED__WORKER__PRELOAD``) records each worker's host
+name, listening address, scheduler address and local directory: the workers must be on
+``h1``/``h2`` with addresses on the bridge's subnet, talking to the scheduler at ``h0``'s
+address, with their scratch on their own host. The hosts' interface counters show that the
+data crossed the bridge. ``test_sbatch_two_nodes`` runs a SLURM on the virtual hosts
+(slurmctld on ``h0``, a slurmd on ``h1`` and on ``h2``) and submits the batch template with
+``--nodes=2``. Namespaces can only be made as root: elsewhere the tests skip,
+saying why (CI runs as root, so there they run).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from helpers import MPIEXEC, PYTHON, REPO, pipeline_command, run_or_dump
+from netns import NetnsUnavailable, VirtualCluster, unavailable_reason
+from slurm_cluster import BINARIES, SlurmCluster, SlurmUnavailable
+
+pytestmark = [pytest.mark.multihost, pytest.mark.mpi]
+
+RANKS = {"h0": 2, "h1": 1, "h2": 1}  # scheduler + driver on h0, one worker on each other host
+ARGS = ["--size", "128", "128", "--scale", "60asec", "--niter", "20", "--time-partitions", "4",
+        "--no-png", "--no-dashboard"]  # fmt: skip
+KINDS = ("dirty", "psf", "model", "residual", "image")
+RTOL = 1e-6  # of the single-host image's peak
+
+PROBE = '''"""Worker preload: record where this worker runs (one JSON file per worker)."""
+import json, os, socket, sys
+from pathlib import Path
+
+
+def dask_setup(worker):
+    out = Path(os.environ["ARL_TEST_PROBE_DIR"]) / f"worker-{os.getpid()}-{socket.gethostname()}.json"
+    out.write_text(json.dumps({"hostname": socket.gethostname(), "address": worker.address,
+                               "scheduler": worker.scheduler.address,
+                               "local_directory": worker.local_directory}))
+'''
+
+
+def _root_links() -> list[str]:
+    r = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True)
+    return sorted(ln.split(":")[1].strip() for ln in r.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def vcluster(tmp_path_factory):
+    """Three virtual hosts; the root namespace's interfaces are the same before and after."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no virtual hosts: {reason}")
+    before = _root_links()
+    vc = VirtualCluster(tmp_path_factory.mktemp("vhosts"), n=3)
+    try:
+        vc.__enter__()  # removes what it made before raising
+    except NetnsUnavailable as e:  # e.g. a kernel without veth or bridge support
+        pytest.skip(f"no virtual hosts: {e}")
+    try:
+        assert _root_links() == before, "the virtual hosts must not add interfaces to the root namespace"
+        yield vc
+    finally:
+        vc.close()
+    assert vc.exists() == [], "namespaces left behind"
+    assert _root_links() == before
+
+
+def _env(tmp: Path, probe_dir: Path) -> dict:
+    probe_dir.mkdir()
+    script = tmp / "arl_test_probe.py"
+    script.write_text(PROBE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    for k in ("ARL_DASK_SCHEDULER", "ARL_DASK_SCHEDULER_FILE", "ARL_SCRATCH"):
+        env.pop(k, None)
+    env["DASK_DISTRIBUTED__WORKER__PRELOAD"] = json.dumps([str(script)])
+    env["ARL_TEST_PROBE_DIR"] = str(probe_dir)
+    return env
+
+
+def _workers(probe_dir: Path) -> list[dict]:
+    return sorted((json.loads(p.read_text()) for p in probe_dir.glob("worker-*.json")),
+                  key=lambda w: w["hostname"])  # fmt: skip
+
+
+def _scheduler_address(stderr: str) -> str:
+    m = re.search(r"MPI cluster up: scheduler on rank 0 \((\S+)\)", stderr)
+    assert m, f"no 'MPI cluster up' line in the driver's log:\n{stderr[-3000:]}"
+    return m.group(1)
+
+
+def _host_of(address: str) -> str:
+    """``tls://10.231.7.2:4567`` -> ``10.231.7.2``."""
+    return address.split("://", 1)[-1].rsplit(":", 1)[0]
+
+
+def test_virtual_hosts_are_separate_hosts(vcluster):
+    """Own host name, one interface with its own address, no route beyond the bridge, and
+    TCP between two hosts over the bridge."""
+    net = ipaddress.ip_network(f"{vcluster.hosts[0].address}/24", strict=False)
+    for h in vcluster.hosts:
+        out = {}
+        for key, cmd in (("name", ["hostname"]), ("addr", ["ip", "-o", "-4", "addr", "show"]),
+                         ("route", ["ip", "-4", "route", "show"])):  # fmt: skip
+            r = vcluster.run_in(h.name, cmd)
+            assert r.returncode == 0, r.stderr
+            out[key] = r.stdout
+        assert out["name"].strip() == h.name
+        assert sorted(re.findall(r"inet (\S+)/\d+", out["addr"])) == sorted(["127.0.0.1", h.address])
+        # one route, the bridge's subnet: no default route, nothing beyond the virtual hosts
+        assert out["route"].split() == [str(net), "dev", vcluster.iface, "proto", "kernel",
+                                        "scope", "link", "src", h.address], out["route"]  # fmt: skip
+    server = ("import socket; s = socket.socket(); s.bind(('0.0.0.0', 0)); s.listen();"
+              "print(s.getsockname()[1], flush=True); c, a = s.accept(); print(a[0], socket.gethostname(),"
+              " c.recv(10).decode(), flush=True)")  # fmt: skip
+    p = subprocess.Popen(vcluster.command("h1", [PYTHON, "-c", server]), stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        client = f"import socket; socket.create_connection(('h1', {port}), timeout=10).sendall(b'hello')"
+        r = vcluster.run_in("h2", [PYTHON, "-c", client])
+        assert r.returncode == 0, r.stderr
+        peer, name, msg = p.stdout.readline().split()
+    finally:
+        p.kill()
+        p.wait(timeout=10)
+    assert (peer, name, msg) == (vcluster.host("h2").address, "h1", "hello")
+
+
+def test_two_hosts_images_identical_to_single_host(vcluster, tmp_path):
+    # ---- single host: plain mpiexec -n 4 on loopback ---------------------------------------
+    single = tmp_path / "single"
+    single.mkdir()
+    env1 = _env(single, single / "probe")
+    cmd1 = pipeline_command(single, "run", [*ARGS, "--interface", "lo", "--scratch", str(single / "scratch")],
+                            mpi_ranks=4)  # fmt: skip
+    r1 = run_or_dump(cmd1, timeout=300, env=env1, cwd=single)
+    assert r1.returncode == 0, r1.stderr[-6000:]
+    assert _host_of(_scheduler_address(r1.stderr)) == "127.0.0.1"
+
+    # ---- three hosts: mpiexec on h0, proxies on h1/h2 through the launcher ------------------
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    env = _env(multi, multi / "probe")
+    env["UCX_NET_DEVICES"] = vcluster.iface  # MPICH's own rank-to-rank traffic: the veth too
+    env["FI_TCP_IFACE"] = vcluster.iface
+    before = {h.name: vcluster.iface_bytes(h.name) for h in vcluster.hosts}
+    mpi = [MPIEXEC, *vcluster.hydra_args(RANKS), PYTHON, "-m", "arl_mpi.pipeline",
+           "--name", str(multi / "run"), *ARGS, "--interface", vcluster.iface,
+           "--scratch", str(vcluster.scratch)]  # fmt: skip
+    r = run_or_dump(vcluster.command("h0", mpi), timeout=300, env=env, cwd=multi)
+    assert r.returncode == 0, r.stderr[-6000:]
+
+    h0, h1, h2 = vcluster.hosts
+    summary = json.loads((multi / "run-summary.json").read_text())
+    assert summary["workers"] == 2, summary["workers"]
+    sched = _scheduler_address(r.stderr)
+    assert sched.startswith("tls://") and _host_of(sched) == h0.address, sched
+
+    workers = _workers(multi / "probe")
+    assert [w["hostname"] for w in workers] == ["h1", "h2"], workers
+    for w, h in zip(workers, (h1, h2), strict=True):
+        assert w["address"].startswith("tls://") and _host_of(w["address"]) == h.address, w
+        assert w["scheduler"] == sched, w
+        assert Path(w["local_directory"]).is_relative_to(vcluster.scratch), w
+    # each host's scratch is its own directory: h0 (scheduler, driver), h1 and h2 (workers)
+    # each made their Dask scratch there; the shared path itself was never written
+    for h in vcluster.hosts:
+        assert (h.scratch / "dask-scratch-space").is_dir(), (h.name, list(h.scratch.iterdir()))
+    assert list(vcluster.scratch.iterdir()) == []
+    # the workers' traffic crossed the bridge (nothing else runs on h1/h2): both ways, and
+    # more than one 128x128 float64 image in all (the volume depends on how the pipeline
+    # shards its work: 0.4-15 MB per worker host seen)
+    for h in (h1, h2):
+        rx, tx = (a - b for a, b in zip(vcluster.iface_bytes(h.name), before[h.name], strict=True))
+        assert rx > 10_000 and tx > 10_000 and rx + tx > 128 * 128 * 8, (h.name, rx, tx)
+
+    # ---- same images --------------------------------------------------------------------
+    for kind in KINDS:
+        a = fits.getdata(single / f"run-{kind}.fits").astype(np.float64)
+        b = fits.getdata(multi / f"run-{kind}.fits").astype(np.float64)
+        assert a.shape == b.shape, kind
+        peak = float(np.max(np.abs(a)))
+        assert peak > 0, kind
+        assert float(np.max(np.abs(a - b))) <= RTOL * peak, kind
+    s1 = json.loads((single / "run-summary.json").read_text())
+    assert s1["workers"] == 2 and s1["total_iterations"] == summary["total_iterations"]
+
+
+# ---- SLURM across the virtual hosts -------------------------------------------------------
+class VirtualSlurm(SlurmCluster):
+    """slurmctld on ``h0``, one ``slurmd -N h<i>`` on each other host (``NodeAddr`` = the
+    host's address); munged runs on the machine (its socket is a file every host can open).
+    Client commands (sbatch, scontrol) run on ``h0``: nothing else can reach the controller."""
+
+    def __init__(self, root: Path, vc: VirtualCluster, cpus: int = 4) -> None:
+        super().__init__(root, cpus=cpus)
+        self.vc = vc
+        self.nodes = [h for h in vc.hosts if h.name != "h0"]
+
+    def start(self, timeout: float = 60.0) -> VirtualSlurm:
+        missing = [b for b in BINARIES if not shutil.which(b) and not Path("/usr/sbin", b).exists()]
+        if missing:
+            raise SlurmUnavailable(f"SLURM/munge binaries not installed: {', '.join(missing)}")
+        r = self.root
+        r.mkdir(parents=True, exist_ok=True)
+        os.chmod(r, 0o755)
+        for d in ("munge", "state", "spool", "log", "run"):
+            (r / d).mkdir(parents=True, exist_ok=True)
+        self._start_munge()
+        mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
+        mem_mb //= len(self.nodes)
+        h0 = self.vc.host("h0")
+        nodes = "".join(f"NodeName={h.name} NodeAddr={h.address} CPUs={self.cpus} "
+                        f"RealMemory={mem_mb} State=UNKNOWN\n" for h in self.nodes)  # fmt: skip
+        conf = r / "slurm.conf"
+        conf.write_text(f"""ClusterName=arlvirt
+SlurmctldHost=h0({h0.address})
+SlurmctldPort=6817
+SlurmdPort=6818
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={r}/munge/munge.socket.2
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool/%n
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd-%n.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd-%n.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=pmi2
+ReturnToService=2
+SlurmdParameters=config_overrides
+MinJobAge=3600
+FirstJobId={self.first_job_id}
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=30
+{nodes}PartitionName=test Nodes={",".join(h.name for h in self.nodes)} Default=YES MaxTime=30 State=UP
+""")
+        self.env["SLURM_CONF"] = str(conf)
+        daemons = [("h0", "slurmctld", [])] + [(h.name, "slurmd", ["-N", h.name]) for h in self.nodes]
+        for host, daemon, extra in daemons:
+            exe = shutil.which(daemon) or f"/usr/sbin/{daemon}"
+            self.procs.append(subprocess.Popen(
+                self.vc.command(host, [exe, "-D", "-f", str(conf), *extra]), env=self.env,
+                stdout=open(r / "log" / f"{daemon}-{host}.out", "w"), stderr=subprocess.STDOUT,
+                start_new_session=True))  # fmt: skip
+            time.sleep(0.3)
+        t_end = time.monotonic() + timeout
+        states: list[str] = []
+        while time.monotonic() < t_end:
+            for p in self.procs:
+                if p.poll() is not None:
+                    self.stop()
+                    raise SlurmUnavailable(f"a SLURM daemon exited ({p.args}): {self._tail()}")
+            q = self.run(["sinfo", "-h", "-N", "-o", "%T"], timeout=30)
+            states = q.stdout.split()
+            if len(states) == len(self.nodes) and all(s.startswith("idle") for s in states):
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise SlurmUnavailable(f"SLURM nodes not idle after {timeout:.0f} s ({states}): {self._tail()}")
+
+    def run(self, args: list[str], timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+        """A SLURM client command, run on ``h0``."""
+        env = dict(self.env, **kw.pop("env", {}))
+        return subprocess.run(self.vc.command("h0", args), env=env, capture_output=True, text=True,
+                              timeout=timeout, **kw)  # fmt: skip
+
+
+@pytest.mark.slurm
+def test_sbatch_two_nodes(vcluster, tmp_path):
+    """``sbatch --nodes=2 launch/slurm/arl_mpi.sbatch``: scheduler and driver on the first
+    node, the workers on the second, over the virtual network with TLS."""
+    # munged runs as user munge: its directory must not be under pytest's 0700 tmp tree
+    sroot = Path(tempfile.mkdtemp(prefix="arl-vslurm-"))
+    slurm = VirtualSlurm(sroot, vcluster)
+    try:
+        slurm.start()
+    except (SlurmUnavailable, OSError) as e:
+        shutil.rmtree(sroot, ignore_errors=True)
+        pytest.skip(f"cannot start a two-node SLURM cluster here: {e}")
+    try:
+        jobdir = tmp_path / "job"
+        jobdir.mkdir()
+        os.chmod(tmp_path, 0o755)
+        env = _env(jobdir, jobdir / "probe")
+        env.update({"ARL_VENV": str(Path(PYTHON).parent.parent), "ARL_OUTPUT": str(jobdir / "out"),
+                    "ARL_HOME": str(REPO), "ARL_SCRATCH": str(vcluster.scratch / "job"),
+                    "UCX_NET_DEVICES": vcluster.iface, "FI_TCP_IFACE": vcluster.iface,
+                    "PATH": f"{Path(PYTHON).parent}{os.pathsep}{env['PATH']}"})  # fmt: skip
+        r = slurm.sbatch_wait(
+            ["--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--mem-per-cpu=1G",
+             str(REPO / "launch/slurm/arl_mpi.sbatch"), *ARGS, "--interface", vcluster.iface],
+            cwd=jobdir, env=env, timeout=300)  # fmt: skip
+        job = r.stdout.strip().split(";")[0]
+        state = slurm.job_state(job)
+        log = "".join(p.read_text() for p in jobdir.glob("arl_mpi-*.err"))
+        assert r.returncode == 0, (r.stderr, state, log[-4000:], slurm._tail())
+        assert state["JobState"] == "COMPLETED" and state["NodeList"] == "h[1-2]", state
+        summary = json.loads((jobdir / "out" / "image-summary.json").read_text())
+        assert summary["workers"] == 2
+        h1, h2 = slurm.nodes
+        sched = _scheduler_address(log)
+        assert sched.startswith("tls://") and _host_of(sched) == h1.address, sched
+        workers = _workers(jobdir / "probe")
+        assert [w["hostname"] for w in workers] == ["h2", "h2"], workers
+        for w in workers:
+            assert _host_of(w["address"]) == h2.address and w["scheduler"] == sched, w
+            assert Path(w["local_directory"]).is_relative_to(vcluster.scratch / "job"), w
+        assert (h2.scratch / "job" / "dask-scratch-space").is_dir()
+        for kind in KINDS:
+            assert (jobdir / "out" / f"image-{kind}.fits").is_file(), kind
+    finally:
+        slurm.stop()
+        shutil.rmtree(sroot, ignore_errors=True)
