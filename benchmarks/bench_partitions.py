@@ -93,8 +93,8 @@ def main() -> None:
                          "major_cycle_s": per_major, "total_s": t["total_s"], "wall_s": wall,
                          "visibilities": s["visibilities"]["samples"]})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{rows[0]['visibilities'] / 1e6:.1f} M visibilities, {args.size}^2 at {args.scale}, niter "
-          f"{args.niter}, 2 major cycles, mpiexec -n {args.ranks}\n")
+    print(f"\n{rows[0]['visibilities'] / 1e6:.1f} M Stokes-I samples (x2 correlations), {args.size}^2 at "
+          f"{args.scale}, niter {args.niter}, 2 major cycles, mpiexec -n {args.ranks}\n")
     print("| partitions | --shards | gridding tasks / cycle | MiB up / cycle | PSF + dirty s | one major cycle s "
           "| pipeline total s |")
     print("|---|---|---|---|---|---|---|")

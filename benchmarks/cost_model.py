@@ -121,10 +121,10 @@ def calibrate() -> Constants:
     from arl_mpi.deconvolution.hogbom import hogbom
     from arl_mpi.deconvolution.policy import CleanParams
 
-    dirty = rng.normal(size=(1024, 1024)) * 1e-3
+    dirty = (rng.normal(size=(1024, 1024)) * 1e-3).astype(np.float32)  # the pipeline's residual precision
     dirty[500:520, 500:520] += 1.0
     yy, xx = np.mgrid[-1024:1024, -1024:1024]
-    psf = np.exp(-(xx**2 + yy**2) / 8.0)
+    psf = np.exp(-(xx**2 + yy**2) / 8.0).astype(np.float32)
     t = timed(lambda: hogbom(dirty, psf, CleanParams(niter=2000, gain=0.1)), 1)
     k.hogbom_rate_1024 = 2000 / t
     print(json.dumps(asdict(k), indent=1))

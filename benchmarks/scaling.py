@@ -146,8 +146,9 @@ def main() -> None:
                                                                                      indent=1))
     if args.plot:
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        plot(strong, weak, Path(args.plot), f"major cycle, {args.size}^2, {strong[0]['visibilities'] / 1e6:.0f} M vis "
-             f"(strong), {os.cpu_count()} cores")
+        title = (f"major cycle, {args.size}^2, {strong[0]['visibilities'] / 1e6:.1f} M Stokes samples (strong), "
+                 f"{os.cpu_count()} cores")
+        plot(strong, weak, Path(args.plot), title)
         print(f"\nplot: {args.plot}")
 
 

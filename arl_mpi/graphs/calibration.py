@@ -41,6 +41,11 @@ class CalData:
     antenna_names: list[str]
     nflag_bad: int = 0
 
+    def __sizeof__(self) -> int:
+        # what Dask's scheduler sees (see shard_tasks.VisBlock.__sizeof__)
+        return int(sum(a.nbytes for a in (self.time, self.antenna1, self.antenna2, self.uvw, self.vis, self.weight,
+                                          self.flags, self.freq)) + 256)
+
 
 def load_cal_data(store_path: str, pid: int, verify: bool = True) -> CalData:
     """Read partition ``pid`` with all its correlations (NaN/Inf and negative weights flagged)."""

@@ -93,6 +93,11 @@ class VisBlock:
         """Bytes the block holds in memory."""
         return int(self.uvw.nbytes + self.vis.nbytes + self.weight.nbytes + self.flags.nbytes)
 
+    def __sizeof__(self) -> int:
+        # Dask's scheduler weighs where data sit by sizeof(): without this a shard looks like a few
+        # bytes, and a task needing it and the model is sent to the model, moving the whole shard.
+        return self.nbytes + 256
+
     def out_channels(self, grid: GridSpec) -> np.ndarray:
         """Output-channel index of each of this block's channels (``--channels-out``)."""
         return grid.out_channels(self.chan_start, self.freq.size)
@@ -114,6 +119,9 @@ class Shard:
     def nbytes(self) -> int:
         """Bytes held in memory."""
         return sum(b.nbytes for b in self.blocks)
+
+    def __sizeof__(self) -> int:
+        return self.nbytes + 256  # see VisBlock.__sizeof__
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,14 @@ def cluster_settings(s: Settings) -> ClusterSettings:
 
 def run(s: Settings, client) -> int:
     """Driver side: prepare the store, run the chosen pipeline, write the summary."""
+    import warnings
+
     from arl_mpi.pipeline.outputs import write_summary
     from arl_mpi.pipeline.prepare import ensure_store
 
+    # The model (and the PSF of sub-image tasks) enter the graphs as constants on purpose: a
+    # lost worker then costs nothing (the scheduler re-sends them); not Dask's "large graph" case.
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     Path(s.name).parent.mkdir(parents=True, exist_ok=True)
     store = ensure_store(client, s)
     if s.pipeline == "continuum":

@@ -76,7 +76,10 @@ def cycle_time_split(records: list[dict], wall: float) -> dict[str, float]:
     depth = int(np.ceil(np.log2(max(len(per_worker), 1)))) if per_worker else 0
     reduction = float(np.sum(sorted(adds, reverse=True)[:depth])) if adds else 0.0
     return {"gridding_s": round(gridding, 3), "reduction_s": round(reduction, 3),
-            "overhead_s": round(max(wall - gridding - reduction, 0.0), 3)}
+            "overhead_s": round(max(wall - gridding - reduction, 0.0), 3),
+            "gridding_workers": len(per_worker), "gridding_tasks_per_worker": sorted(
+                sum(1 for r in records if "invert_shard" in str(r.get("key", "")) and r.get("worker") == w)
+                for w in per_worker)}
 
 
 def run_minor_cycle(client, s: Settings, residual: np.ndarray, psf: np.ndarray, sumwt: np.ndarray,

@@ -152,3 +152,15 @@ def test_default_chunk_is_large_against_the_image():
     grid = graphs.GridSpec(npix_x=2048, npix_y=2048, cell=1e-5)
     assert graphs.chunk_samples_for(grid) == 2 * 2048 * 2048
     assert graphs.chunk_samples_for(graphs.GridSpec(npix_x=64, npix_y=64, cell=1e-3)) == 1 << 18
+
+
+def test_dask_sees_the_size_of_a_shard(store):
+    """The scheduler weighs data placement by sizeof(): a shard must report its bytes, or tasks
+    are sent to the (smaller) model and whole shards move between workers."""
+    from dask.sizeof import sizeof
+
+    path, _ = store
+    shard = tasks.load_shard(str(path), [range(NTIME * NFREQ)])
+    assert shard.nbytes > 20_000
+    assert shard.nbytes <= sizeof(shard) <= shard.nbytes + 4096
+    assert sizeof(shard.blocks[0]) >= shard.blocks[0].nbytes

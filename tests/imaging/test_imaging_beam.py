@@ -59,3 +59,20 @@ def test_gaussian_kernel_and_restore():
     assert out[40, 70] == pytest.approx(2.0 + resid[40, 70], abs=1e-9)
     assert out[100, 10] == pytest.approx(0.5 + resid[100, 10], abs=1e-9)
     np.testing.assert_allclose(out, expect, atol=1e-9)
+
+
+def test_restore_pads_by_the_beam_reach_without_wrap_around():
+    """Points at the corners restore to the analytic Gaussian everywhere (1e-10): the padding
+    by 8 sigma leaves no wrap-around, as the old padding to twice the size did."""
+    from arl_mpi.imaging.beam import gaussian_kernel, restore
+
+    ny, nx, cell = 96, 128, np.deg2rad(1 / 60)
+    beam = (np.deg2rad(9 / 60), np.deg2rad(5 / 60), np.deg2rad(30.0))  # 9' x 5', 9 and 5 pixels
+    model = np.zeros((ny, nx))
+    model[0, 0], model[ny - 1, nx - 1], model[40, 70] = 2.0, 1.0, 0.5
+    out = restore(model, np.zeros_like(model), beam, cell)
+    expect = np.zeros_like(model)
+    for (y, x), f in (((0, 0), 2.0), ((ny - 1, nx - 1), 1.0), ((40, 70), 0.5)):
+        k = gaussian_kernel(beam, cell, (2 * ny, 2 * nx))  # centred at (ny, nx)
+        expect += f * k[ny - y:2 * ny - y, nx - x:2 * nx - x]
+    assert np.abs(out - expect).max() <= 1e-10 * 2.0

@@ -46,6 +46,8 @@ def test_worker_shards_independent_of_workers_and_match_partition_tasks(tmp_path
     assert s1["partitions"] == s2["partitions"] == 8
     assert s1["per_cycle"]["chunks"] >= 3 and [runs[k]["shards"] for k in ("w1", "w2", "w3")] == [1, 2, 3]
     assert s1["per_cycle"]["gridding_tasks"] == 2 and s2["per_cycle"]["gridding_tasks"] == 8
+    # every cycle's gridding ran where the shards sit: one task on each worker (no shard moved)
+    assert s1["cycles"] and all(c["gridding_tasks_per_worker"] == [1, 1] for c in s1["cycles"]), s1["cycles"]
     image_bytes = 128 * 128 * 8
     assert s1["per_cycle"]["partial_image_bytes_up"] == 2 * image_bytes
     assert s2["per_cycle"]["partial_image_bytes_up"] == 8 * image_bytes
