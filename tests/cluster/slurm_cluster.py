@@ -28,6 +28,47 @@ class SlurmUnavailable(RuntimeError):
     """SLURM cannot be started here (the reason is the message)."""
 
 
+def slurm_conf(r: Path, cluster: str, ctl_host: str, ctl_port: int, d_port: int, first_job_id: int, nodes: str,
+               partition_nodes: str, per_node: bool = False) -> str:
+    """A slurm.conf for a throw-away test cluster under ``r`` (munge socket, state, logs there).
+
+    ``nodes`` are the NodeName lines; ``per_node`` keeps one spool, PID and log file per slurmd
+    (several slurmd on one machine, as the virtual hosts of the multi-host tests)."""
+    n = "-%n" if per_node else ""
+    return f"""ClusterName={cluster}
+SlurmctldHost={ctl_host}
+SlurmctldPort={ctl_port}
+SlurmdPort={d_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={r}/munge/munge.socket.2
+StateSaveLocation={r}/state
+SlurmdSpoolDir={r}/spool{"/%n" if per_node else ""}
+SlurmctldPidFile={r}/run/slurmctld.pid
+SlurmdPidFile={r}/run/slurmd{n}.pid
+SlurmctldLogFile={r}/log/slurmctld.log
+SlurmdLogFile={r}/log/slurmd{n}.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=pmi2
+ReturnToService=2
+SlurmdParameters=config_overrides
+MinJobAge=3600
+FirstJobId={first_job_id}
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=30
+{nodes}PartitionName=test Nodes={partition_nodes} Default=YES MaxTime=30 State=UP
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,40 +109,8 @@ class SlurmCluster:
         host = socket.gethostname().split(".")[0]
         mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.8)
         conf = r / "slurm.conf"
-        conf.write_text(f"""
-ClusterName=arltest
-SlurmctldHost={host}
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={r}/munge/munge.socket.2
-StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool
-SlurmctldPidFile={r}/run/slurmctld.pid
-SlurmdPidFile={r}/run/slurmd.pid
-SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=pmi2
-ReturnToService=2
-SlurmdParameters=config_overrides
-MinJobAge=3600
-FirstJobId={self.first_job_id}
-KillWait=5
-InactiveLimit=0
-SlurmdTimeout=30
-NodeName={host} CPUs={self.cpus} RealMemory={mem_mb} State=UNKNOWN
-PartitionName=test Nodes={host} Default=YES MaxTime=30 State=UP
-""")
+        conf.write_text(slurm_conf(r, "arltest", host, _free_port(), _free_port(), self.first_job_id,
+                                   f"NodeName={host} CPUs={self.cpus} RealMemory={mem_mb} State=UNKNOWN\n", host))
         self.env["SLURM_CONF"] = str(conf)
         for daemon in ("slurmctld", "slurmd"):
             p = subprocess.Popen(

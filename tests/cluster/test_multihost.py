@@ -38,7 +38,7 @@ import pytest
 from astropy.io import fits
 from helpers import MPIEXEC, PYTHON, REPO, pipeline_command, run_or_dump
 from netns import NetnsUnavailable, VirtualCluster, unavailable_reason
-from slurm_cluster import BINARIES, SlurmCluster, SlurmUnavailable
+from slurm_cluster import BINARIES, SlurmCluster, SlurmUnavailable, slurm_conf
 
 pytestmark = [pytest.mark.multihost, pytest.mark.mpi]
 
@@ -235,38 +235,8 @@ class VirtualSlurm(SlurmCluster):
         nodes = "".join(f"NodeName={h.name} NodeAddr={h.address} CPUs={self.cpus} "
                         f"RealMemory={mem_mb} State=UNKNOWN\n" for h in self.nodes)  # fmt: skip
         conf = r / "slurm.conf"
-        conf.write_text(f"""ClusterName=arlvirt
-SlurmctldHost=h0({h0.address})
-SlurmctldPort=6817
-SlurmdPort=6818
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={r}/munge/munge.socket.2
-StateSaveLocation={r}/state
-SlurmdSpoolDir={r}/spool/%n
-SlurmctldPidFile={r}/run/slurmctld.pid
-SlurmdPidFile={r}/run/slurmd-%n.pid
-SlurmctldLogFile={r}/log/slurmctld.log
-SlurmdLogFile={r}/log/slurmd-%n.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=pmi2
-ReturnToService=2
-SlurmdParameters=config_overrides
-MinJobAge=3600
-FirstJobId={self.first_job_id}
-KillWait=5
-InactiveLimit=0
-SlurmdTimeout=30
-{nodes}PartitionName=test Nodes={",".join(h.name for h in self.nodes)} Default=YES MaxTime=30 State=UP
-""")
+        conf.write_text(slurm_conf(r, "arlvirt", f"h0({h0.address})", 6817, 6818, self.first_job_id, nodes,
+                                   ",".join(h.name for h in self.nodes), per_node=True))
         self.env["SLURM_CONF"] = str(conf)
         daemons = [("h0", "slurmctld", [])] + [(h.name, "slurmd", ["-N", h.name]) for h in self.nodes]
         for host, daemon, extra in daemons:
