@@ -53,6 +53,7 @@ def run_continuum(client, s: Settings, store: str) -> dict[str, Any]:
                              "psf": make_image(index, psf, grid.cell, freqs_out, "JY/BEAM", stokes=s.stokes)}, s.png)
     r = clean_loop(client, s, res.data, grid, freqs_out, psf, sumwt, dirty, beam,
                    checkpoint_name=s.name if s.checkpoint else None, resume=s.resume)
+    del dirty, psf  # written; the result holds what the outputs need
     images = final_images(index, s, grid, freqs_out, r)
     files = write_image_set(s.name, images, s.png)
     peak, sigma = minor.residual_stats(r.residual, sumwt)

@@ -31,10 +31,8 @@ log = logging.getLogger("arl_mpi.pipeline")
 class CleanResult:
     """What a major/minor-cycle loop produced."""
 
-    psf: np.ndarray
     sumwt: np.ndarray
     beam: tuple[float, float, float]
-    dirty: np.ndarray
     model: np.ndarray
     residual: np.ndarray
     taylor: np.ndarray | None
@@ -150,7 +148,7 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
         if checkpoint_name:
             write_checkpoint(checkpoint_name, Checkpoint(model=model, cycle=cycle, niter_done=niter_done,
                                                          settings=s.image_settings(), cycles=cycles, taylor=taylor))
-    return CleanResult(psf=psf, sumwt=sumwt, beam=beam, dirty=dirty, model=model, residual=residual, taylor=taylor,
+    return CleanResult(sumwt=sumwt, beam=beam, model=model, residual=residual, taylor=taylor,
                        cycles=cycles, niter_done=niter_done, stop_reason=stop_reason, minor_info=minor_info,
                        timings={"minor_total_s": round(t_minor, 3), "major_total_s": round(t_major, 3)})
 

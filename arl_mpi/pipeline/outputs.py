@@ -41,7 +41,8 @@ def make_image(index: StoreIndex, data: np.ndarray, cell: float, freqs_out: np.n
     wcs = image_wcs(index.meta.phase_centre, nx, ny, cell, freqs_out[0], cw, [stokes])
     wcs.wcs.name = index.meta.telescope
     beam = tuple(float(np.rad2deg(b)) for b in beam_rad) if beam_rad is not None else None
-    return Image(data=data[:, None, :, :].astype(np.float64), wcs=wcs, bunit=bunit, beam=beam,
+    # a view, not a copy, when the cube is float64 already (a 16k^2 plane is 2 GiB)
+    return Image(data=np.asarray(data[:, None, :, :], dtype=np.float64), wcs=wcs, bunit=bunit, beam=beam,
                  history=[f"arl_mpi {__version__}"])
 
 
