@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -289,13 +290,27 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
                     "ARL_HOME": str(REPO), "ARL_SCRATCH": str(vcluster.scratch / "job"),
                     "UCX_NET_DEVICES": vcluster.iface, "FI_TCP_IFACE": vcluster.iface,
                     "PATH": f"{Path(PYTHON).parent}{os.pathsep}{env['PATH']}"})  # fmt: skip
-        r = slurm.sbatch_wait(
-            ["--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--mem-per-cpu=1G",
-             str(REPO / "launch/slurm/arl_mpi.sbatch"), *ARGS, "--interface", vcluster.iface],
-            cwd=jobdir, env=env, timeout=300)  # fmt: skip
-        job = r.stdout.strip().split(";")[0]
-        state = slurm.job_state(job)
-        log = "".join(p.read_text() for p in jobdir.glob("arl_mpi-*.err"))
+        # One retry, only when the job step failed to launch (a slurmstepd error, no summary):
+        # seen once in CI on this virtual two-node cluster and never locally; a failure of the
+        # pipeline itself fails both tries. The first try's job log is kept beside the test.
+        for attempt in (1, 2):
+            r = slurm.sbatch_wait(
+                ["--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--mem-per-cpu=1G",
+                 str(REPO / "launch/slurm/arl_mpi.sbatch"), *ARGS, "--interface", vcluster.iface],
+                cwd=jobdir, env=env, timeout=300)  # fmt: skip
+            job = r.stdout.strip().split(";")[0]
+            state = slurm.job_state(job)
+            log = "".join(p.read_text() for p in jobdir.glob("arl_mpi-*.err"))
+            launch_failed = r.returncode != 0 and "slurmstepd" in log and "Traceback" not in log \
+                and not (jobdir / "out" / "image-summary.json").exists()
+            if attempt == 2 or not launch_failed:
+                break
+            (tmp_path / "first-try.log").write_text(log + "\n--- daemons ---\n" + slurm._tail())
+            warnings.warn(f"two-node sbatch: job step failed to launch, retrying once: "
+                          f"{[ln for ln in log.splitlines() if 'slurmstepd' in ln][:5]}", stacklevel=1)
+            for f in [*jobdir.glob("arl_mpi-*"), *(jobdir / "probe").glob("*"), *(jobdir / "out").glob("*")]:
+                if f.is_file():
+                    f.unlink()
         assert r.returncode == 0, (r.stderr, state, log[-4000:], slurm._tail())
         assert state["JobState"] == "COMPLETED" and state["NodeList"] == "h[1-2]", state
         summary = json.loads((jobdir / "out" / "image-summary.json").read_text())
