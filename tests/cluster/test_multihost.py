@@ -210,6 +210,10 @@ def test_two_hosts_images_identical_to_single_host(vcluster, tmp_path):
 
 
 # ---- SLURM across the virtual hosts -------------------------------------------------------
+#: Debian SLURM 22.05's pmi2 plugin, garbling MPICH's PMI requests across nodes (docs/cluster.md).
+PMI2_GARBLED = "mpi/pmi2: value not properly terminated"
+
+
 class VirtualSlurm(SlurmCluster):
     """slurmctld on ``h0``, one ``slurmd -N h<i>`` on each other host (``NodeAddr`` = the
     host's address); munged runs on the machine (its socket is a file every host can open).
@@ -294,10 +298,16 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
         # seen once in CI on this virtual two-node cluster and never locally; a failure of the
         # pipeline itself fails both tries. The first try's job log is kept beside the test.
         for attempt in (1, 2):
-            r = slurm.sbatch_wait(
-                ["--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--mem-per-cpu=1G",
-                 str(REPO / "launch/slurm/arl_mpi.sbatch"), *ARGS, "--interface", vcluster.iface],
-                cwd=jobdir, env=env, timeout=300)  # fmt: skip
+            try:
+                r = slurm.sbatch_wait(
+                    ["--nodes=2", "--ntasks=4", "--ntasks-per-node=2", "--mem-per-cpu=1G",
+                     str(REPO / "launch/slurm/arl_mpi.sbatch"), *ARGS, "--interface", vcluster.iface],
+                    cwd=jobdir, env=env, timeout=300)  # fmt: skip
+            except AssertionError as e:  # the job hung: ranks stuck in MPI_Init after garbled PMI requests
+                if PMI2_GARBLED in str(e):
+                    pytest.skip(f"SLURM's pmi2 plugin garbled MPICH's PMI requests ({PMI2_GARBLED}); the job "
+                                "step hung in MPI_Init: not an arl_mpi failure")
+                raise
             job = r.stdout.strip().split(";")[0]
             state = slurm.job_state(job)
             log = "".join(p.read_text() for p in jobdir.glob("arl_mpi-*.err"))
@@ -311,7 +321,7 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
             for f in [*jobdir.glob("arl_mpi-*"), *(jobdir / "probe").glob("*"), *(jobdir / "out").glob("*")]:
                 if f.is_file():
                     f.unlink()
-        if r.returncode != 0 and launch_failed and "mpi/pmi2: value not properly terminated" in log:
+        if r.returncode != 0 and launch_failed and PMI2_GARBLED in log:
             # Debian SLURM 22.05's pmi2 plugin garbling MPICH's PMI requests across nodes (docs/cluster.md):
             # a bug outside arl_mpi, seen in 2 of 3 CI runs despite MPIR_CVAR_PMI_VERSION=1, never locally.
             pytest.skip("SLURM's pmi2 plugin garbled MPICH's PMI requests on both tries (mpi/pmi2: value not "
