@@ -51,7 +51,7 @@ def main() -> None:
         grid = GridSpec(npix_x=npix, npix_y=npix, cell=np.deg2rad(60 / 3600) * 256 / npix,
                         nchan_total=int(index.meta.frequency.size))
         nworkers = len(client.scheduler_info()["workers"])
-        sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
+        sizes = [p.nsamples for p in index.partitions]
         shards = graphs.shard_layout(sizes, nworkers, graphs.chunk_samples_for(grid))  # one per worker
         data = graphs.load_graph(str(store), shards)                         # delayed, nothing runs yet
         data = graphs.persist_on_workers(client, data)                       # resident on the workers

@@ -72,10 +72,9 @@ def split_contiguous(sizes: Sequence[float], ngroups: int) -> list[tuple[int, ..
     -------
     groups : item indices of each group, in order; every item in exactly one
     """
-    partition_sizes, nshards = sizes, ngroups
-    sizes = np.asarray(partition_sizes, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.float64)
     n = sizes.size
-    k = max(1, min(int(nshards), n))
+    k = max(1, min(int(ngroups), n))
     if n == 0:
         return []
     bounds = [0]

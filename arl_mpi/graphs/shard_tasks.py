@@ -229,8 +229,7 @@ def _stream_batches(src: StreamShard) -> Iterator[list[int]]:
     for chunk in src.chunks:
         batch, n = [], 0
         for pid in chunk:
-            part = index.partitions[pid]
-            size = int(part.nrow) * int(part.chan_stop - part.chan_start)
+            size = index.partitions[pid].nsamples
             if batch and n + size > src.max_batch_samples:
                 yield batch
                 batch, n = [], 0

@@ -95,6 +95,11 @@ class PartitionInfo:
     sha256: str
 
     @property
+    def nsamples(self) -> int:
+        """Samples of one correlation (rows x channels)."""
+        return int(self.nrow * (self.chan_stop - self.chan_start))
+
+    @property
     def name(self) -> str:
         """Human name, e.g. ``t0001-f0000``."""
         return partition_name(self.time_block, self.freq_block)
@@ -115,7 +120,7 @@ class StoreIndex:
     def nvis(self) -> int:
         """Total complex samples (rows x channels x polarisations)."""
         npol = len(self.meta.polarisations)
-        return int(sum(p.nrow * (p.chan_stop - p.chan_start) * npol for p in self.partitions))
+        return int(sum(p.nsamples * npol for p in self.partitions))
 
     @property
     def ntime_blocks(self) -> int:

@@ -133,7 +133,7 @@ def shard_sizes(index: StoreIndex, shards: list[list[tuple[int, ...]]]) -> list[
     out = []
     for chunks in shards:
         parts = [index.partitions[p] for c in chunks for p in c]
-        out.append((sum(p.nrow * (p.chan_stop - p.chan_start) for p in parts), sum(p.nrow for p in parts)))
+        out.append((sum(p.nsamples for p in parts), sum(p.nrow for p in parts)))
     return out
 
 
@@ -174,9 +174,8 @@ def plan_memory(client, s: Settings, index: StoreIndex, grid: GridSpec,
     and the resident shards would not fit.
     """
     sizes = shard_sizes(index, shards)
-    largest_part = max((p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions), default=0)
-    largest_chunk = max((sum(index.partitions[p].nrow * (index.partitions[p].chan_stop - index.partitions[p].chan_start)
-                             for p in c) for sh in shards for c in sh), default=0)
+    largest_part = max((p.nsamples for p in index.partitions), default=0)
+    largest_chunk = max((sum(index.partitions[p].nsamples for p in c) for sh in shards for c in sh), default=0)
     npol = max(1, len(index.meta.polarisations))
     raw = BYTES_PER_SAMPLE * (2 * npol + 1)  # a partition read (all correlations), sanitised, to Stokes
     load_transient = largest_part * raw
@@ -242,7 +241,7 @@ def shard_plan(client, s: Settings, index: StoreIndex, grid: GridSpec) -> list[l
     depend on the workers) -> one shard of whole chunks per worker. ``--shards partition``:
     every partition its own chunk and shard (one task per partition, as before shards).
     """
-    sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
+    sizes = [p.nsamples for p in index.partitions]
     if s.shards == "partition":
         return [[(i,)] for i in range(len(sizes))]
     nworkers = max(1, len(client.scheduler_info()["workers"]))

@@ -69,7 +69,7 @@ def test_shard_graphs_equal_serial(store, nshards, chunk, stream):
     path, vis = store
     index = open_store(path)
     grid = _grid(index)
-    sizes = [p.nrow * (p.chan_stop - p.chan_start) for p in index.partitions]
+    sizes = [p.nsamples for p in index.partitions]
     plan = graphs.shard_layout(sizes, nshards, chunk)
     data = _shards(path, plan, stream=stream, batch=200)  # stream: several batches per shard
     model = np.zeros((2, 64, 64))
