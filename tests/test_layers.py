@@ -45,6 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "arl_mpi.constants",
         "arl_mpi.mpienv",
         "arl_mpi._offline",
+        "arl_mpi.progress",
         "arl_mpi",
     ),
 }
