@@ -19,5 +19,9 @@ class ConfigError(ArlError, ValueError):
     """Invalid settings (command-line flags or a config file)."""
 
 
+class OutputError(ArlError, OSError):
+    """An output could not be written (disk full, quota exceeded): the message names the file."""
+
+
 class ClusterError(ArlError, RuntimeError):
     """The Dask/MPI runtime could not be started, reached, or lost its workers."""

@@ -3,7 +3,9 @@
 A :class:`GainTable` holds complex antenna gains on a grid of solution cells
 ``[ntime, nant, nfreq_sol, nrec]``.  The HDF5 layout written by
 :func:`write_gaintable` is documented in ``docs/calibration.md``; it is
-self-describing and can be read with plain ``h5py``.
+self-describing and can be read with plain ``h5py``. The same table can be written and
+read as an h5parm (:func:`write_gaintable_h5parm`, :func:`read_gaintable_h5parm`), the format
+of DP3, LoSoTo and WSClean; ours also keeps the solution intervals, which h5parm lacks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from arl_mpi.io.h5parm import H5parmError, Solset, Soltab, read_h5parm, write_h5parm
 
 log = logging.getLogger(__name__)
 
@@ -364,3 +368,132 @@ def read_gaintable(path: str | os.PathLike) -> GainTable:
         except (KeyError, ValueError) as exc:
             raise GainTableFormatError(f"{path}: invalid gain table ({exc})") from None
     return gt
+
+
+# ---------------------------------------------------------------------- h5parm
+#: Extension attributes of our solsets/soltabs (ignored by DP3 and LoSoTo): what a GainTable
+#: carries beyond the h5parm standard, so that our own tables survive the round trip.
+_H5PARM_EXTRA = ("arl_mpi_interval", "arl_mpi_ref_ant", "arl_mpi_phase_only")
+
+
+def _pol_labels(receptors: Sequence[str]) -> list[str] | None:
+    """h5parm ``pol`` axis of a table's receptors: X,Y -> XX,YY; R,L -> RR,LL; scalar -> None."""
+    if len(receptors) == 1:
+        return None
+    return [r + r for r in receptors]
+
+
+def gaintable_to_solset(
+    gt: GainTable,
+    *,
+    antenna_positions: np.ndarray | None = None,
+    source_name: str = "pointing",
+    source_dir: tuple[float, float] = (0.0, 0.0),
+) -> Solset:
+    """Express a gain table as an h5parm solset: ``phase000`` (and ``amplitude000`` unless
+    the table is phase-only) on axes ``time,freq,ant,dir,pol`` (no ``pol`` axis for a scalar
+    table), as DP3's gain calibration writes them.
+
+    Parameters
+    ----------
+    gt : GainTable
+    antenna_positions : [nant, 3] ITRF metres for the ``antenna`` table (zeros if None)
+    source_name, source_dir : the one direction (RA, Dec in rad: the phase centre)
+
+    Returns
+    -------
+    Solset
+        Flagged solutions get weight 0; other weights are the table's inverse variances.
+    """
+    pols = _pol_labels(gt.receptors)
+    axes = ("time", "freq", "ant", "dir") + (("pol",) if pols else ())
+    coords: dict[str, np.ndarray] = {"time": gt.time, "freq": gt.freq, "ant": gt.antennas,
+                                     "dir": np.array([source_name])}
+    if pols:
+        coords["pol"] = np.array(pols)
+    # [ntime, nant, nfreq, nrec] -> [time, freq, ant, dir(1), pol]
+    g = np.transpose(gt.gain, (0, 2, 1, 3))[:, :, :, None, :]
+    w = np.transpose(np.where(gt.flags, 0.0, gt.weight), (0, 2, 1, 3))[:, :, :, None, :]
+    if not pols:
+        g, w = g[..., 0], w[..., 0]
+    extra = {"arl_mpi_interval": np.asarray(gt.interval, dtype=np.float64)}
+    soltabs = {"phase000": Soltab("phase", axes, coords, np.angle(g), w, attrs=dict(extra))}
+    if not gt.phase_only:
+        soltabs["amplitude000"] = Soltab("amplitude", axes, coords, np.abs(g), w, attrs=dict(extra))
+    pos = np.zeros((gt.nant, 3)) if antenna_positions is None else np.asarray(antenna_positions, dtype=np.float64)
+    return Solset(antenna_names=list(gt.antennas), antenna_positions=pos, source_names=[source_name],
+                  source_dirs=np.array([source_dir], dtype=np.float64), soltabs=soltabs,
+                  attrs={"arl_mpi_ref_ant": np.int64(gt.ref_ant), "arl_mpi_phase_only": np.bool_(gt.phase_only)})
+
+
+def write_gaintable_h5parm(path: str | os.PathLike, gt: GainTable, *,
+                           forbidden_dirs: Sequence[str | os.PathLike] = (), **kwargs) -> Path:
+    """Write a gain table as an h5parm file (atomically); ``kwargs`` go to :func:`gaintable_to_solset`.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` lies inside one of ``forbidden_dirs`` (e.g. the visibility store).
+    """
+    for d in forbidden_dirs:
+        check_not_inside(path, d)
+    return write_h5parm(path, gaintable_to_solset(gt, **kwargs))
+
+
+def solset_to_gaintable(solset: Solset, where: str = "h5parm") -> GainTable:
+    """The gain table of a solset whose phase and amplitude soltabs share one time/freq/ant grid
+    (as :func:`gaintable_to_solset` writes them). A missing amplitude soltab means unit
+    amplitudes (phase-only); the solution interval is our extension attribute when present,
+    else the spacing of the time axis.
+
+    Raises
+    ------
+    H5parmError
+        No phase/amplitude soltab, soltabs on different grids, or more than one direction.
+    """
+    from arl_mpi.calibration.solutions import canonical_soltab
+
+    tabs = [canonical_soltab(st, f"{where}/{k}") for k, st in solset.soltabs.items()
+            if st.soltype in ("phase", "amplitude", "scalarphase", "scalaramplitude")]
+    if not tabs:
+        raise H5parmError(f"{where}: no phase or amplitude soltab")
+    ref = tabs[0]
+    for t in tabs[1:]:
+        same = (np.array_equal(t.time, ref.time) and np.array_equal(t.freq, ref.freq)
+                and list(t.ant) == list(ref.ant) and t.receptors == ref.receptors)
+        if not same:
+            raise H5parmError(f"{where}: soltabs {ref.name} and {t.name} are on different axes; "
+                              "apply it with --apply-solutions (which interpolates each)")
+    shape = ref.val.shape  # [time, freq, ant, rec]
+    phase = np.zeros(shape)
+    amp = np.ones(shape)
+    flags = np.zeros(shape, dtype=bool)
+    weight = np.ones(shape)
+    for t in tabs:
+        if t.kind == "phase":
+            phase += t.val
+        else:
+            amp *= t.val
+        flags |= t.flags
+        weight = np.where(t.flags, 0.0, t.weight)
+    gain = amp * np.exp(1j * phase)
+    gain = np.where(flags & (gain == 0), 1.0 + 0j, gain)  # flagged and blank (NaN in the file): unit gain
+    interval = None
+    for k in ("phase000", "amplitude000"):
+        st = solset.soltabs.get(k)
+        if st is not None and "arl_mpi_interval" in st.attrs:
+            interval = np.asarray(st.attrs["arl_mpi_interval"], dtype=np.float64).ravel()
+    if interval is None or interval.size != ref.time.size:
+        dt = np.diff(np.sort(ref.time))
+        interval = np.full(ref.time.size, float(np.median(dt)) if dt.size else 0.0)
+    ref_ant = int(solset.attrs.get("arl_mpi_ref_ant", 0))
+    phase_only = bool(solset.attrs.get("arl_mpi_phase_only", not any(t.kind == "amplitude" for t in tabs)))
+    return GainTable(time=ref.time, interval=interval, freq=ref.freq, antennas=np.asarray(ref.ant, dtype=str),
+                     gain=np.transpose(gain, (0, 2, 1, 3)), weight=np.transpose(weight, (0, 2, 1, 3)),
+                     flags=np.transpose(flags, (0, 2, 1, 3)), receptors=list(ref.receptors),
+                     phase_only=phase_only, ref_ant=ref_ant if 0 <= ref_ant < len(ref.ant) else 0)
+
+
+def read_gaintable_h5parm(path: str | os.PathLike, solset: str | None = None) -> GainTable:
+    """Read an h5parm file (one solset) into a :class:`GainTable` (see :func:`solset_to_gaintable`)."""
+    return solset_to_gaintable(read_h5parm(path, solset), where=str(path))

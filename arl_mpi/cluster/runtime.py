@@ -26,6 +26,8 @@ import contextlib
 import logging
 import os
 import socket
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from arl_mpi.cluster.quiet import quiet_shutdown_noise, quiet_workers
 from arl_mpi.cluster.scratch import run_scratch
 from arl_mpi.cluster.settings import ClusterSettings
 from arl_mpi.cluster.tls import apply_tls_config, current_security, make_tls_config
-from arl_mpi.cluster.watchdog import run_job
+from arl_mpi.cluster.watchdog import NETWORK_ADVICE, run_job
 from arl_mpi.errors import ArlError, ClusterError
 from arl_mpi.mpienv import cores_per_rank, mpi_rank_size, pin_numeric_threads
 
@@ -56,6 +58,10 @@ def configure_dask(settings: ClusterSettings) -> None:
             "distributed.worker.daemon": False,
             "distributed.admin.tick.limit": "30s",
             "distributed.comm.timeouts.connect": f"{int(settings.cluster_timeout)}s",
+            # a connection whose data go unacknowledged (a host cut off) is dead after this long
+            # (kernel TCP timeouts, Dask's 30 s at most, at least 12 s): the scheduler then drops
+            # the cut-off workers and the watchdog sees a cluster with none
+            "distributed.comm.timeouts.tcp": f"{min(30, max(12, int(settings.cluster_timeout)))}s",
             # every worker process this job starts (and its restarts) is quiet from the start
             "distributed.worker.preload": _with_worker_setup(
                 dask.config.get("distributed.worker.preload", None)
@@ -63,6 +69,8 @@ def configure_dask(settings: ClusterSettings) -> None:
         }
     )
     quiet_shutdown_noise()
+    # an unreachable scheduler is reported once, by the worker's own one-line error
+    warnings.filterwarnings("ignore", message="Couldn't detect a suitable IP address", category=RuntimeWarning)
 
 
 def _with_worker_setup(preload) -> list[str]:
@@ -84,10 +92,12 @@ def register_plugins(client) -> None:
     quiet_workers(client)
 
 
-def dashboard_message(client) -> str:
-    """The dashboard URL and the ssh tunnel that reaches it from a laptop."""
+def dashboard_message(client, enabled: bool = True) -> str:
+    """The dashboard URL and the ssh tunnel that reaches it from a laptop (``"dashboard: off"``
+    with ``--no-dashboard``: the scheduler's HTTP server then still listens, without the
+    dashboard pages, so its link alone does not tell)."""
     link = getattr(client, "dashboard_link", None)
-    if not link:
+    if not link or not enabled:
         return "dashboard: off"
     try:
         port = int(link.rsplit(":", 1)[-1].split("/")[0])
@@ -172,7 +182,12 @@ def connect_external(settings: ClusterSettings):
     )
     try:
         if nworkers == 0:
-            client.wait_for_workers(1, timeout=settings.cluster_timeout)
+            from distributed.exceptions import WorkerStartTimeoutError
+
+            try:
+                client.wait_for_workers(1, timeout=settings.cluster_timeout)
+            except (WorkerStartTimeoutError, TimeoutError):
+                raise ClusterError(missing_workers_line(client, 1, settings)) from None
         yield client
     finally:
         client.close()
@@ -204,7 +219,8 @@ def local_client(settings: ClusterSettings, scratch: str):
     client = Client(cluster, security=kwargs.get("security"))
     register_plugins(client)
     log.info(
-        "local cluster: %d workers x %d threads; %s", n_workers, threads, dashboard_message(client)
+        "local cluster: %d workers x %d threads; %s", n_workers, threads,
+        dashboard_message(client, settings.dashboard),
     )
     try:
         yield client
@@ -234,29 +250,48 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
     if settings.tls:
         tls = comm.bcast(make_tls_config() if rank == 0 else None, root=0)
         apply_tls_config(tls)
-    is_driver = initialize(
-        interface=settings.interface,
-        nthreads=threads,
-        local_directory=scratch,
-        memory_limit=settings.memory_limit,
-        dashboard=settings.dashboard,
-        dashboard_address=settings.dashboard_address,
-        protocol="tls" if tls else None,
-        worker_options={"death_timeout": settings.cluster_timeout},
-        comm=comm,
-        exit=False,
-    )
+    try:
+        is_driver = initialize(
+            interface=settings.interface,
+            nthreads=threads,
+            local_directory=scratch,
+            memory_limit=settings.memory_limit,
+            dashboard=settings.dashboard,
+            dashboard_address=settings.dashboard_address,
+            protocol="tls" if tls else None,
+            worker_options={"death_timeout": settings.cluster_timeout},
+            comm=comm,
+            exit=False,
+        )
+    except Exception as e:  # noqa: BLE001 - a worker that never reached the scheduler
+        if rank < 2:
+            raise
+        log.error("%s", unreachable_scheduler_line(e, settings))
+        log.debug("the worker's start failed", exc_info=True)
+        is_driver = False
     if not is_driver:
         # Scheduler (rank 0) or worker (2+): its event loop has ended. Exit as the driver did.
         status = comm.bcast(None, root=1)
+        _settle(comm)
         return int(status)
     status, error = 1, None
     client = None
     try:
         from distributed import Client
+        from distributed.exceptions import WorkerStartTimeoutError
 
-        client = Client(timeout=settings.cluster_timeout, security=current_security())
-        client.wait_for_workers(size - 2, timeout=settings.cluster_timeout)
+        address = dask.config.get("scheduler-address", None)
+        try:
+            client = Client(timeout=settings.cluster_timeout, security=current_security())
+        except (OSError, TimeoutError) as e:
+            raise ClusterError(
+                f"the driver (rank 1) cannot reach the Dask scheduler at {address} within "
+                f"{settings.cluster_timeout:.0f} s ({_root_cause(e)}): {NETWORK_ADVICE}"
+            ) from None
+        try:
+            client.wait_for_workers(size - 2, timeout=settings.cluster_timeout)
+        except (WorkerStartTimeoutError, TimeoutError):
+            raise ClusterError(missing_workers_line(client, size - 2, settings)) from None
         register_plugins(client)
         log.info(
             "MPI cluster up: scheduler on rank 0 (%s), driver on rank 1, %d workers (ranks 2-%d) "
@@ -265,27 +300,110 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
             size - 2,
             size - 1,
             threads,
-            dashboard_message(client),
+            dashboard_message(client, settings.dashboard),
         )
-        status = int(run_job(job, client, settings) or 0)
+        status = int(run_job(job, client, settings, expected_workers=size - 2) or 0)
     except BaseException as e:  # noqa: BLE001 - every failure must end every rank
         error = e
         status = 2 if isinstance(e, ArlError) else 1
     finally:
         _shutdown(client)
         comm.bcast(status, root=1)
+        _settle(comm)
     if error is not None:
         raise error
     return status
 
 
-def _shutdown(client) -> None:
-    """Close scheduler and workers from the driver, quietly, without waiting on stragglers."""
-    if client is None:
-        from dask_mpi.execute import send_close_signal
+def _root_cause(e: BaseException) -> str:
+    """``Type: message`` of the innermost OSError in ``e``'s chain (else of ``e`` itself)."""
+    seen, cur, found = set(), e, None
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and not isinstance(cur, TimeoutError) and str(cur):
+            found = cur
+        cur = cur.__cause__ or cur.__context__
+    shown = found or e
+    text = str(shown).splitlines()[0] if str(shown) else ""
+    return f"{type(shown).__name__}: {text}" if text else type(shown).__name__
 
+
+def unreachable_scheduler_line(e: BaseException, settings: ClusterSettings) -> str:
+    """One line for a worker rank whose Dask worker could not start (almost always: the
+    scheduler could not be reached from this host).
+
+    Parameters
+    ----------
+    e : BaseException
+        What the worker's start raised; the innermost OSError of its chain is shown.
+    settings : ClusterSettings
+
+    Returns
+    -------
+    str
+        Host, scheduler address (dask-mpi's ``scheduler-address``), timeout, interface, cause.
+    """
+    address = dask.config.get("scheduler-address", None) or "?"
+    return (
+        f"this worker ({socket.gethostname()}) could not join the Dask scheduler at {address} "
+        f"within {settings.cluster_timeout:.0f} s (--interface {settings.interface or 'default'}): "
+        f"{_root_cause(e)}"
+    )
+
+
+def missing_workers_line(client, expected: int, settings: ClusterSettings) -> str:
+    """One line for a cluster whose workers did not all reach the scheduler in time.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Connected to the scheduler (asked how many workers arrived).
+    expected : int
+        Workers the job waited for.
+    settings : ClusterSettings
+
+    Returns
+    -------
+    str
+        Arrived of expected, the scheduler's address, and what to check (:data:`NETWORK_ADVICE`).
+    """
+    try:
+        arrived = len(client.scheduler_info()["workers"])
+    except Exception:  # noqa: BLE001 - the count is best effort
+        arrived = 0
+    address = getattr(client.scheduler, "address", None) or dask.config.get("scheduler-address", "?")
+    return (
+        f"only {arrived} of {expected} Dask workers reached the scheduler at {address} within "
+        f"{settings.cluster_timeout:.0f} s (--cluster-timeout; --interface "
+        f"{settings.interface or 'default'}): {NETWORK_ADVICE}"
+    )
+
+
+def _settle(comm, wait: float = 5.0) -> None:
+    """Wait (at most ``wait`` s) until every rank has the driver's status, so that the driver's
+    one-line error is the job's last line; a rank that is gone does not hold this one up."""
+    with contextlib.suppress(Exception):
+        req = comm.Ibarrier()
+        t_end = time.monotonic() + wait
+        while not req.Test() and time.monotonic() < t_end:
+            time.sleep(0.05)
+
+
+def _shutdown(client) -> None:
+    """Close scheduler and workers from the driver, quietly, without waiting on stragglers.
+
+    A client that is gone (never connected, or closed by the watchdog) cannot tell the
+    scheduler to stop: a fresh one does, else rank 0 would serve forever."""
+    if client is None or getattr(client, "status", "closed") in ("closing", "closed"):
+        from distributed import Client
+
+        address = dask.config.get("scheduler-address", None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
         with contextlib.suppress(Exception):
-            send_close_signal()
+            with Client(address, timeout=10, security=current_security()) as fresh:
+                fresh.shutdown()
         return
     with contextlib.suppress(Exception):
         client.shutdown()

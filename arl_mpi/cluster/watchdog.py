@@ -23,6 +23,12 @@ MEMORY_ADVICE = (
     "raise --memory-limit, use --stream if not already, or split the store into more, smaller "
     "partitions"
 )
+#: What to check when workers and the scheduler cannot reach each other (one line).
+NETWORK_ADVICE = (
+    "check that --interface names a network every node of the job shares (`ip addr` on each node; "
+    "the scheduler's address must be reachable from the worker nodes), that no firewall blocks TCP "
+    "between the nodes, and the workers' own log lines ('[rank N worker]')"
+)
 
 
 def killed_worker_error(e: BaseException, settings: ClusterSettings) -> ClusterError:
@@ -70,8 +76,9 @@ class WorkerWatchdog:
     :func:`run_job` then raises a one-line ClusterError. :attr:`polls` counts the polls.
     """
 
-    def __init__(self, client, grace: float, poll: float = 2.0):
+    def __init__(self, client, grace: float, poll: float = 2.0, expected: int | None = None):
         self.client, self.grace, self.poll = client, grace, poll
+        self.expected = expected  # the workers the job started with (MPI: ranks - 2), if known
         self.reason: str | None = None
         self.polls = 0
         self._limit = 0  # the largest worker memory limit seen (bytes; 0: none or unknown)
@@ -117,10 +124,16 @@ class WorkerWatchdog:
                 if limit
                 else ""
             )
+            try:
+                address = self.client.scheduler.address
+            except Exception:  # noqa: BLE001 - only for the message
+                address = "?"
+            lost = f"all {self.expected} workers" if self.expected else "all workers"
             return (
-                f"the Dask cluster has had no worker for {self.grace:.0f} s (all workers died "
-                f"and none came back{hint}); the last checkpoint, if any, can be continued "
-                "with --resume"
+                f"the Dask cluster has had no worker for {self.grace:.0f} s: {lost} left the "
+                f"scheduler at {address} and none came back (they died{hint}, or lost the "
+                f"network to the scheduler: {NETWORK_ADVICE}); the last checkpoint, if any, can "
+                "be continued with --resume"
             )
         pause = dask.config.get("distributed.worker.memory.pause", 0.8)
         at = (
@@ -146,13 +159,16 @@ class WorkerWatchdog:
                 since, last = time.monotonic(), state
             if time.monotonic() - since >= self.grace:
                 self.reason = self._why(state)
-                log.error("%s", self.reason)
+                # the job's one-line error says it (run_job raises it); once is enough
+                log.debug("%s", self.reason)
                 with contextlib.suppress(Exception):
                     self.client.close(timeout=5)
                 return
 
 
-def run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
+def run_job(
+    job: Callable[..., int], client, settings: ClusterSettings, expected_workers: int | None = None
+) -> int:
     """``job(client)`` under a :class:`WorkerWatchdog` (grace ``settings.cluster_timeout``),
     with Dask's KilledWorker and a stalled cluster turned into one-line ClusterErrors.
 
@@ -162,6 +178,8 @@ def run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
         ``job(client) -> exit status``.
     client : distributed.Client
     settings : ClusterSettings
+    expected_workers : int, optional
+        How many workers the job started with (for the message when none is left).
 
     Returns
     -------
@@ -170,7 +188,9 @@ def run_job(job: Callable[..., int], client, settings: ClusterSettings) -> int:
     """
     from distributed import KilledWorker
 
-    with WorkerWatchdog(client, grace=settings.cluster_timeout) as dog:
+    dog = WorkerWatchdog(client, grace=settings.cluster_timeout)
+    dog.expected = expected_workers
+    with dog:
         try:
             return job(client)
         except KilledWorker as e:

@@ -8,14 +8,17 @@ identical images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import masks
 from .common import mad_sigma
 from .hogbom import hogbom
 from .msmfs import mfs_clean, multiscale
-from .policy import CleanSettings
+from .policy import CleanParams, CleanSettings
+from .radler_engine import resolve_deconvolver
 
 __all__ = [
     "deconvolve_cube",
@@ -24,6 +27,7 @@ __all__ = [
     "reference_frequency",
     "residual_stats",
     "taylor_to_channels",
+    "with_masks",
 ]
 
 
@@ -58,9 +62,54 @@ def minor_cycle_step(
     """
     del model
     params = settings.minor_params(niter_done)  # ConfigError for an unknown algorithm
-    clean = hogbom if settings.algorithm == "hogbom" else multiscale
-    upd, _, info = clean(residual, psf, params)
+    if settings.algorithm == "hogbom":
+
+        def clean(res: np.ndarray, p: CleanParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+            return hogbom(res, psf, p, engine=settings.deconvolver)
+    else:
+        resolve_deconvolver(settings.deconvolver, algorithm=settings.algorithm, params=params)
+
+        def clean(res: np.ndarray, p: CleanParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+            return multiscale(res, psf, p)
+
+    upd, _, info = with_masks(clean, residual, params, settings, lambda r: r, psf)
     return upd, info
+
+
+def with_masks(
+    clean: Callable[[np.ndarray, CleanParams], tuple[np.ndarray, np.ndarray, dict[str, Any]]],
+    residual: np.ndarray,
+    params: CleanParams,
+    settings: CleanSettings,
+    image_of: Callable[[np.ndarray], np.ndarray],
+    psf_image: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Run ``clean(residual, params)`` with the auto-mask and local RMS of ``settings`` applied.
+
+    Once the auto-mask is made (the auto-mask level reached), the rest of the cycle's budget is
+    cleaned inside it in the same call, so a cycle that reaches the level never ends the run
+    for want of progress. ``image_of`` maps the residual to the image of the local-RMS map (the
+    MFS image of a cube); ``psf_image`` is the PSF whose main lobe sets the RMS window.
+    """
+    p, extra = masks.cycle_params(params, settings, image_of(residual), psf_image)
+    upd, res, info = clean(residual, p)
+    masks.after_cycle(settings, upd, info, extra)
+    left = params.niter - int(info["niter"])
+    if info.get("auto_mask_made") and left > 0:
+        p2, extra2 = masks.cycle_params(params.replace(niter=left), settings, image_of(res), psf_image)
+        upd2, res, info2 = clean(res, p2)
+        masks.after_cycle(settings, upd2, info2, extra2)
+        first = info
+        info = dict(info2)
+        info.update(
+            start_peak=first["start_peak"],
+            niter=int(first["niter"]) + int(info2["niter"]),
+            kept=int(first.get("kept", first["niter"])) + int(info2.get("kept", info2["niter"])),
+            auto_mask_made=True,
+            auto_mask_level=first["threshold"],
+        )
+        upd = upd + upd2
+    return upd, res, info
 
 
 def taylor_to_channels(taylor: np.ndarray, freqs: np.ndarray, ref_freq: float) -> np.ndarray:
@@ -108,16 +157,16 @@ def deconvolve_cube(
     if residual.shape[0] == 1:
         upd, info = minor_cycle_step(residual[0], psf[0], None, settings, niter_done)
         return upd[None], info
+    resolve_deconvolver(settings.deconvolver, nchan=residual.shape[0])  # ours: Taylor terms
     w = np.asarray(sumwt, dtype=np.float64)
     ref = reference_frequency(freqs_out, w)
-    taylor, _, info = mfs_clean(
-        residual,
-        psf,
-        freqs_out,
-        ref,
-        min(nterms, residual.shape[0]),
-        settings.minor_params(niter_done),
-        channel_weights=w,
+    nt = min(nterms, residual.shape[0])
+
+    def clean(res: np.ndarray, p: CleanParams) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        return mfs_clean(res, psf, freqs_out, ref, nt, p, channel_weights=w)
+
+    taylor, _, info = with_masks(
+        clean, residual, settings.minor_params(niter_done), settings, lambda r: mfs_image(r, w), mfs_image(psf, w)
     )
     info = dict(info)
     info["taylor"] = taylor

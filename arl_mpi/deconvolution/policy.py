@@ -25,6 +25,8 @@ import numpy as np
 
 from arl_mpi.errors import ConfigError
 
+from .masks import AutoMaskState
+
 __all__ = ["ALGORITHMS", "CleanParams", "CleanSettings", "as_params", "masked_peak", "stop_rule"]
 
 #: single-channel minor-cycle algorithms (joined channels always use MS-MFS)
@@ -58,6 +60,16 @@ class CleanParams:
         Subtract only the central ``(2 psf_support + 1)^2`` PSF patch (None = full PSF).
     double : bool
         float64 working residual (default float32; models are always float64).
+    subminor : bool
+        Hogbom with sub-minor loops (default; :mod:`~arl_mpi.deconvolution.subminor`); False:
+        the textbook loop (:func:`~arl_mpi.deconvolution.hogbom.hogbom_exact`).
+    nthreads : int
+        Threads for the FFTs of the minor cycle (ducc0).
+    search_weight : ndarray [ny, nx] or None
+        Peaks are searched (and thresholds apply) on ``|residual| * search_weight`` (local RMS:
+        ``rms_min / rms``); Hogbom with sub-minor loops only.
+    noise_sigma : float or None
+        The sigma of ``auto_threshold`` (None: the MAD of the residual; local RMS: ``rms_min``).
     """
 
     gain: float = 0.1
@@ -70,6 +82,10 @@ class CleanParams:
     scale_bias: float = 0.6
     psf_support: int | None = None
     double: bool = False
+    subminor: bool = True
+    nthreads: int = 1
+    search_weight: np.ndarray | None = None
+    noise_sigma: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales_px", tuple(float(s) for s in self.scales_px))
@@ -81,6 +97,8 @@ class CleanParams:
             raise ConfigError(f"gain must be in (0, 1], got {self.gain}")
         if self.mgain is not None and not 0.0 < self.mgain <= 1.0:
             raise ConfigError(f"mgain must be in (0, 1] or None, got {self.mgain}")
+        if self.nthreads < 1:
+            raise ConfigError(f"nthreads must be >= 1, got {self.nthreads}")
 
     def replace(self, **changes: Any) -> CleanParams:
         """Copy with some fields changed."""
@@ -116,6 +134,17 @@ class CleanSettings:
         See :class:`CleanParams`.
     double : bool
         See :class:`CleanParams`.
+    nthreads : int
+        See :class:`CleanParams`.
+    auto_mask : float or None
+        WSClean's auto-mask level in sigma (see :mod:`~arl_mpi.deconvolution.masks`).
+    local_rms_window : float or None
+        Local-RMS window in PSF main-lobe widths (None: one global noise value).
+    automask : AutoMaskState
+        Auto-masking state carried across major cycles (updated by the minor cycles).
+    deconvolver : {'auto', 'arl', 'radler'}
+        Engine of the single-channel minor cycle: ours, Radler (WSClean's library, the
+        ``[radler]`` extra) or ``auto`` (see :func:`~arl_mpi.deconvolution.engines.choose_engine`).
     """
 
     algorithm: str = "hogbom"
@@ -130,6 +159,11 @@ class CleanSettings:
     mask: np.ndarray | None = None
     psf_support: int | None = None
     double: bool = False
+    nthreads: int = 1
+    deconvolver: str = "auto"
+    auto_mask: float | None = None
+    local_rms_window: float | None = None
+    automask: AutoMaskState = field(default_factory=AutoMaskState, repr=False)
 
     def check_algorithm(self) -> None:
         """ConfigError unless ``algorithm`` is one of :data:`ALGORITHMS`."""
@@ -156,6 +190,7 @@ class CleanSettings:
             scale_bias=self.scale_bias,
             psf_support=self.psf_support,
             double=self.double,
+            nthreads=self.nthreads,
         )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from arl_mpi.calibration.apply import apply_gains
 from arl_mpi.calibration.gaintable import GainTable
+from arl_mpi.calibration.solutions import apply_solutions, load_solutions
 from arl_mpi.calibration.solve import solve_gains
 from arl_mpi.graphs.shard_tasks import Shard, VisBlock, merge_blocks, sanitise
 from arl_mpi.imaging.gridding import predict
@@ -47,11 +48,18 @@ class CalData:
                                           self.flags, self.freq)) + 256)
 
 
-def load_cal_data(store_path: str, pid: int, verify: bool = True) -> CalData:
-    """Read partition ``pid`` with all its correlations (NaN/Inf and negative weights flagged)."""
+def load_cal_data(store_path: str, pid: int, verify: bool = True, solutions: str | None = None) -> CalData:
+    """Read partition ``pid`` with all its correlations (NaN/Inf and negative weights flagged).
+
+    ``solutions``: an h5parm to correct the data with first (``--apply-solutions``); ICAL then
+    solves for the gains that remain.
+    """
     index = open_store(store_path)
     v = read_partition(index, pid, verify=verify)
     vis, weight, flags, nbad = sanitise(v.vis, v.weight, v.flags)
+    if solutions:
+        vis, flags = apply_solutions(v.time, v.antenna1, v.antenna2, vis, v.frequency, list(v.polarisations),
+                                     index.meta.configuration.names, load_solutions(solutions), flags=flags)
     return CalData(pid=pid, time=v.time, antenna1=v.antenna1, antenna2=v.antenna2, uvw=v.uvw,
                    vis=vis.astype(np.complex64), weight=weight.astype(np.float32), flags=flags, freq=v.frequency,
                    polarisations=list(v.polarisations), chan_start=index.partitions[pid].chan_start,

@@ -119,20 +119,24 @@ def plan_shards(chunk_sizes: Sequence[int], nworkers: int) -> list[tuple[int, ..
 
 
 def load_graph(store_path: str, shards: Sequence[Sequence[Sequence[int]]], stokes: str = "I", verify: bool = True,
-               stream: bool = False, max_batch_samples: int = 50_000_000) -> list[Delayed]:
+               stream: bool = False, max_batch_samples: int = 50_000_000,
+               solutions: str | None = None) -> list[Delayed]:
     """One delayed shard per entry of ``shards`` (each a list of chunks, each a list of
     partition ids), loaded on whichever worker runs it.
 
     With ``stream`` the shards are :class:`~arl_mpi.graphs.shard_tasks.StreamShard` recipes
-    (nothing is read until a gridding task runs, and then a chunk at a time).
+    (nothing is read until a gridding task runs, and then a chunk at a time). ``solutions``:
+    an h5parm applied to every partition as it is read (``--apply-solutions``).
     """
     def chunks(shard):
         return tuple(tuple(int(p) for p in c) for c in shard)
 
     if stream:
-        return [constant(tasks.StreamShard(str(store_path), chunks(sh), stokes, verify, int(max_batch_samples)))
+        return [constant(tasks.StreamShard(str(store_path), chunks(sh), stokes, verify, int(max_batch_samples),
+                                           solutions=solutions))
                 for sh in shards]
-    return [delayed(tasks.load_shard, pure=True)(str(store_path), chunks(sh), stokes, verify) for sh in shards]
+    return [delayed(tasks.load_shard, pure=True)(str(store_path), chunks(sh), stokes, verify, solutions)
+            for sh in shards]
 
 
 def shard_layout(partition_sizes: Sequence[int], nworkers: int, chunk_samples: int) -> list[list[tuple[int, ...]]]:

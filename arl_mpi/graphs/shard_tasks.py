@@ -29,12 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from arl_mpi.calibration.solutions import apply_solutions, load_solutions
 from arl_mpi.constants import SPEED_OF_LIGHT
 from arl_mpi.errors import InputError
-from arl_mpi.imaging.gridding import invert_unnormalised, predict, psf_unnormalised
+from arl_mpi.imaging.gridding import invert_unnormalised, psf_unnormalised, residual_unnormalised
 from arl_mpi.imaging.gridspec import GridSpec
 from arl_mpi.imaging.stokes import to_stokes
-from arl_mpi.imaging.weighting import apply_weighting, grid_weight_density, taper_gaussian
+from arl_mpi.imaging.weighting import apply_cell_weights, apply_weighting, grid_weight_density, taper_gaussian
 from arl_mpi.io.store import open_store, read_partition
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,9 @@ class Weighting:
     robust: float = 0.0
     taper_fwhm_rad: float | None = None
     density: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: per-uv-cell weights on the weighting grid (:func:`arl_mpi.imaging.weighting.cell_weights`,
+    #: computed once on the driver); when set they replace ``scheme``/``robust``/``density``
+    cell_weights: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class StreamShard:
     max_batch_samples : at most this many samples are read and gridded at once; a chunk
         larger than that is read in several batches (at least one partition per batch)
     weighting : imaging weights applied to every batch (None: the stored weights)
+    solutions : h5parm applied to every batch before the Stokes product (``--apply-solutions``)
     """
 
     store: str
@@ -153,6 +158,7 @@ class StreamShard:
     verify: bool = True
     max_batch_samples: int = 50_000_000
     weighting: Weighting | None = None
+    solutions: str | None = None
 
 
 def sanitise(vis: np.ndarray, weight: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -166,15 +172,22 @@ def sanitise(vis: np.ndarray, weight: np.ndarray, flags: np.ndarray) -> tuple[np
     return vis, weight, flags, n
 
 
-def load_block(store_path: str, pid: int, stokes: str = "I", verify: bool = True) -> VisBlock:
-    """Read partition ``pid`` of a store (on the worker) and form the Stokes product to image."""
+def load_block(store_path: str, pid: int, stokes: str = "I", verify: bool = True,
+               solutions: str | None = None) -> VisBlock:
+    """Read partition ``pid`` of a store (on the worker) and form the Stokes product to image
+    (after correcting it with the h5parm ``solutions``, if given)."""
     index = open_store(store_path)
     v = read_partition(index, pid, verify=verify)
     vis, weight, flags, nbad = sanitise(v.vis, v.weight, v.flags)
     if nbad:
         log.warning("%s partition %s: flagged %d NaN/Inf or negative-weight samples",
                     store_path, v.meta.get("partition"), nbad)
-    s_vis, s_wt, s_fl = to_stokes(vis, weight, flags, list(v.polarisations), stokes)
+    if solutions:
+        vis, flags = apply_solutions(v.time, v.antenna1, v.antenna2, vis, v.frequency, list(v.polarisations),
+                                     index.meta.configuration.names, load_solutions(solutions), flags=flags)
+    # complex64 correlations: the Stokes product in complex64 directly (the same values, no complex128 copy)
+    cdt = np.complex64 if vis.dtype == np.complex64 else np.complex128
+    s_vis, s_wt, s_fl = to_stokes(vis, weight, flags, list(v.polarisations), stokes, vis_dtype=cdt)
     return VisBlock(pids=(pid,), uvw=np.ascontiguousarray(v.uvw, dtype=np.float64), freq=v.frequency,
                     chan_start=index.partitions[pid].chan_start,
                     vis=np.ascontiguousarray(s_vis, dtype=np.complex64),
@@ -200,14 +213,16 @@ def merge_blocks(blocks: Sequence[VisBlock]) -> Shard:
     return Shard(pids=tuple(p for b in blocks for p in b.pids), blocks=merged)
 
 
-def load_chunk(store_path: str, pids: Sequence[int], stokes: str = "I", verify: bool = True) -> Shard:
+def load_chunk(store_path: str, pids: Sequence[int], stokes: str = "I", verify: bool = True,
+               solutions: str | None = None) -> Shard:
     """Read the partitions ``pids`` (on the worker) and merge them (one block per channel set)."""
-    return merge_blocks([load_block(store_path, pid, stokes, verify) for pid in pids])
+    return merge_blocks([load_block(store_path, pid, stokes, verify, solutions) for pid in pids])
 
 
-def load_shard(store_path: str, chunks: Sequence[Sequence[int]], stokes: str = "I", verify: bool = True) -> Shard:
+def load_shard(store_path: str, chunks: Sequence[Sequence[int]], stokes: str = "I", verify: bool = True,
+               solutions: str | None = None) -> Shard:
     """Read a shard's chunks (on the worker): each chunk merged on its own, blocks in chunk order."""
-    parts = [load_chunk(store_path, pids, stokes, verify) for pids in chunks]
+    parts = [load_chunk(store_path, pids, stokes, verify, solutions) for pids in chunks]
     return Shard(pids=tuple(p for c in parts for p in c.pids), blocks=[b for c in parts for b in c.blocks])
 
 
@@ -215,7 +230,9 @@ def _weighted(block: VisBlock, grid: GridSpec, w: Weighting | None) -> VisBlock:
     if w is None or (w.scheme == "natural" and not w.taper_fwhm_rad):
         return block
     wt = block.weight
-    if w.scheme != "natural":
+    if w.cell_weights is not None:
+        wt = apply_cell_weights(block.uvw, block.freq, wt, block.flags, w.cell_weights, grid.cell)
+    elif w.scheme != "natural":
         wt = apply_weighting(block.uvw, block.freq, wt, block.flags, w.density, w.scheme, w.robust,
                              cell=grid.cell, npix_x=grid.npix_x, npix_y=grid.npix_y)
     if w.taper_fwhm_rad:
@@ -245,7 +262,7 @@ def iter_blocks(shard: Shard | StreamShard, grid: GridSpec | None = None) -> Ite
         yield from shard.blocks
         return
     for pids in _stream_batches(shard):
-        merged = load_chunk(shard.store, pids, shard.stokes, shard.verify)
+        merged = load_chunk(shard.store, pids, shard.stokes, shard.verify, shard.solutions)
         for b in merged.blocks:
             yield _weighted(b, grid, shard.weighting) if grid is not None else b
 
@@ -281,17 +298,34 @@ def reweight_shard(shard: Shard | StreamShard, grid: GridSpec, weighting: Weight
     return Shard(pids=shard.pids, blocks=[_weighted(b, grid, weighting) for b in shard.blocks])
 
 
+def _channel_runs(oc: np.ndarray) -> list[tuple[int, slice]]:
+    """``(output channel, slice of the block's channels)`` for each run of equal output channel
+    (the channel map is monotonic, so every output channel is one contiguous run)."""
+    if oc.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(oc)) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [oc.size]])
+    return [(int(oc[a]), slice(int(a), int(b))) for a, b in zip(starts, stops, strict=True)]
+
+
+def _columns(a: np.ndarray, sl: slice) -> np.ndarray:
+    """Channels ``sl`` of ``a`` [nrow, nchan]: the array itself (no copy) when ``sl`` is all of them."""
+    if sl.start == 0 and sl.stop == a.shape[1]:
+        return a
+    return np.ascontiguousarray(a[:, sl])
+
+
 def _per_out_channel(shard: Shard | StreamShard, grid: GridSpec, fn) -> tuple[np.ndarray, np.ndarray]:
-    """Sum ``fn(block, channel_mask, out_channel) -> (image, sumwt)`` over blocks and output channels
+    """Sum ``fn(block, channel_slice, out_channel) -> (image, sumwt)`` over blocks and output channels
     (accumulated in float64, returned as ``grid.image_dtype``)."""
     img = np.zeros((grid.channels_out, grid.npix_y, grid.npix_x), dtype=np.float64)
     sw = np.zeros(grid.channels_out)
     for b in iter_blocks(shard, grid):
         if b.vis.shape[0] == 0:
             continue
-        oc = b.out_channels(grid)
-        for o in np.unique(oc):
-            part, w = fn(b, oc == o, int(o))
+        for o, sl in _channel_runs(b.out_channels(grid)):
+            part, w = fn(b, sl, o)
             img[o] += part
             sw[o] += w
     return img.astype(grid.image_dtype, copy=False), sw
@@ -300,6 +334,10 @@ def _per_out_channel(shard: Shard | StreamShard, grid: GridSpec, fn) -> tuple[np
 def invert_shard(shard: Shard | StreamShard, grid: GridSpec,
                  model: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Un-normalised (residual) image of a shard: ``invert(vis - predict(model))``.
+
+    One ducc0 ``dirty2vis`` + ``vis2dirty`` per output channel per block
+    (:func:`~arl_mpi.imaging.gridding.residual_unnormalised`: no weighted or subtracted copies
+    of the visibilities; a block whose channels all go to one output channel is passed as is).
 
     Parameters
     ----------
@@ -313,15 +351,13 @@ def invert_shard(shard: Shard | StreamShard, grid: GridSpec,
     sumwt : [channels_out] float64
     """
     kw = grid.gridder_kwargs()
+    nonzero = [model is not None and bool(np.any(model[o])) for o in range(grid.channels_out)]
 
-    def one(b: VisBlock, sel: np.ndarray, o: int):
-        vis = b.vis[:, sel]
-        if model is not None and np.any(model[o]):
-            mv = predict(b.uvw, b.freq[sel], model[o], grid.cell, **kw)
-            vis = vis.astype(mv.dtype, copy=False) - mv  # in the gridder's precision
-        return invert_unnormalised(b.uvw, b.freq[sel], np.ascontiguousarray(vis),
-                                   np.ascontiguousarray(b.weight[:, sel]), np.ascontiguousarray(b.flags[:, sel]),
-                                   grid.npix_x, grid.npix_y, grid.cell, **kw)
+    def one(b: VisBlock, sl: slice, o: int):
+        vis, wt, fl = _columns(b.vis, sl), _columns(b.weight, sl), _columns(b.flags, sl)
+        if nonzero[o]:
+            return residual_unnormalised(b.uvw, b.freq[sl], vis, model[o], wt, fl, grid.cell, **kw)
+        return invert_unnormalised(b.uvw, b.freq[sl], vis, wt, fl, grid.npix_x, grid.npix_y, grid.cell, **kw)
 
     return _per_out_channel(shard, grid, one)
 
@@ -330,9 +366,9 @@ def psf_shard(shard: Shard | StreamShard, grid: GridSpec) -> tuple[np.ndarray, n
     """Un-normalised PSF of a shard, per output channel (as :func:`invert_shard`)."""
     kw = grid.gridder_kwargs()
 
-    def one(b: VisBlock, sel: np.ndarray, o: int):
-        return psf_unnormalised(b.uvw, b.freq[sel], np.ascontiguousarray(b.weight[:, sel]),
-                                np.ascontiguousarray(b.flags[:, sel]), grid.npix_x, grid.npix_y, grid.cell, **kw)
+    def one(b: VisBlock, sl: slice, o: int):
+        return psf_unnormalised(b.uvw, b.freq[sl], _columns(b.weight, sl), _columns(b.flags, sl),
+                                grid.npix_x, grid.npix_y, grid.cell, **kw)
 
     return _per_out_channel(shard, grid, one)
 

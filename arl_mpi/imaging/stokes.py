@@ -36,6 +36,7 @@ def to_stokes(
     flags: np.ndarray,
     pol_labels: list[str],
     stokes: str = "I",
+    vis_dtype: type = np.complex128,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Form one Stokes parameter from correlation products.
 
@@ -48,10 +49,13 @@ def to_stokes(
         Correlation labels in the order of the last axis, e.g. ``['XX', 'XY', 'YX', 'YY']``,
         ``['XX', 'YY']``, ``['RR', 'RL', 'LR', 'LL']`` or ``['RR', 'LL']``.
     stokes : {'I', 'Q', 'U', 'V'}
+    vis_dtype : complex dtype of ``vis_s``. With complex64 inputs, complex64 gives the same
+        values as complex128 rounded to complex64 (``(a +- b) / 2`` and the factors of i are exact
+        in either), without the double-precision temporaries.
 
     Returns
     -------
-    vis_s : ndarray [nrow, nchan] complex128
+    vis_s : ndarray [nrow, nchan] ``vis_dtype``
     weight_s : ndarray [nrow, nchan] float64
     flags_s : ndarray [nrow, nchan] bool
 
@@ -73,9 +77,16 @@ def to_stokes(
         raise ValueError(f"Stokes {stokes} needs correlations {need}; have {labels}")
     a, b, s = found[0]
     ia, ib = labels.index(a), labels.index(b)
-    out = 0.5 * (vis[..., ia].astype(np.complex128) + s * vis[..., ib])
+    out = vis[..., ia].astype(vis_dtype)
+    if s == 1.0:
+        out += vis[..., ib]
+    elif s == -1.0:
+        out -= vis[..., ib]
+    else:
+        out += np.asarray(s, dtype=vis_dtype) * vis[..., ib]
+    out *= 0.5
     if (stokes, a) in _IMAG:
-        out = -1j * out
+        out *= np.asarray(-1j, dtype=vis_dtype)
     weight = np.asarray(weight, dtype=np.float64)
     wa, wb = weight[..., ia], weight[..., ib]
     denom = wa + wb

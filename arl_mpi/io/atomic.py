@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from arl_mpi.errors import OutputError
+
+#: errors that mean the target filesystem is full, turned into a one-line OutputError
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -20,7 +26,8 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary path; on success fsync and rename it to ``path``.
 
     On any exception the temporary file is removed and ``path`` is untouched, so a killed
-    or failed writer never leaves a truncated file under the final name.
+    or failed writer never leaves a truncated file under the final name. A full disk
+    (or quota) is raised as :class:`~arl_mpi.errors.OutputError` naming ``path``.
 
     Parameters
     ----------
@@ -39,9 +46,12 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
                 os.fsync(fh.fileno())
             os.chmod(tmp, mode)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and not isinstance(e, OutputError) and e.errno in _FULL:
+            raise OutputError(f"{final}: {os.strerror(e.errno)} while writing it (the files written "
+                              f"before it are complete; free space and run again)") from None
         raise
 
 

@@ -17,6 +17,10 @@ Layout (documented field by field in ``docs/hdf5-store.md``)::
   (one with ``index.h5``) cannot be written into. A directory without ``index.h5`` is an
   unfinished store and is refused on read.
 * Reading one partition reads only that partition's file.
+* Partition files (schema version 2) are laid out with the dimension names and coordinates
+  of MSv4 (``time``, ``baseline_id``, ``frequency``, ``polarization``, ``uvw_label``) as
+  HDF5 dimension scales, so ``xarray.open_dataset(partition, engine="h5netcdf")`` gives a
+  labelled dataset. Version-1 stores (one row axis) are still read.
 """
 
 from __future__ import annotations
@@ -42,11 +46,16 @@ from arl_mpi.models import Configuration, Visibility, frame_of
 log = logging.getLogger(__name__)
 
 FORMAT = "arl_mpi.visstore"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions this module reads (1: row layout only; 2: MSv4 dimension names, see docs/hdf5-store.md).
+READABLE_VERSIONS = (1, 2)
 INDEX_NAME = "index.h5"
 PARTITION_DIR = "partitions"
 _ROW_CHUNK = 4096
 _PART_FIELDS = ("time", "integration_time", "uvw", "antenna1", "antenna2", "vis", "weight", "flags")
+#: Partition layouts of schema version 2: rows on a (time, baseline) grid, or a plain row axis.
+LAYOUT_GRID = "time_baseline"
+LAYOUT_ROW = "row"
 
 
 @dataclass
@@ -212,11 +221,7 @@ def write_partition(
             f.attrs["chan_start"] = chan_start
             f.attrs["chan_stop"] = chan_start + vis.nchan
             f.attrs["polarisations"] = json.dumps(list(vis.polarisations))
-            for name in _PART_FIELDS:
-                data = getattr(vis, name)
-                chunks = (min(_ROW_CHUNK, max(1, data.shape[0])),) + tuple(data.shape[1:])
-                f.create_dataset(name, data=data, chunks=chunks if data.shape[0] else None,
-                                 fletcher32=bool(data.shape[0]))
+            _write_partition_datasets(f, vis)
         digest = sha256_file(tmp)
     t = vis.time
     return PartitionInfo(
@@ -231,6 +236,115 @@ def write_partition(
         time_max=float(t.max()) if t.size else 0.0,
         sha256=digest,
     )
+
+
+def grid_baselines(vis: Visibility) -> int | None:
+    """Baselines per time when the rows form a (time, baseline) grid, else None.
+
+    A grid: rows time-major, every time holding the same baselines in the same order (what a
+    simulation or a regular MS gives); then ``[nrow]`` is ``[ntime, nbaseline]`` in C order.
+    """
+    nrow = vis.nrow
+    if nrow == 0:
+        return None
+    t = vis.time
+    ntime = np.unique(t).size
+    if nrow % ntime:
+        return None
+    nbl = nrow // ntime
+    tt = t.reshape(ntime, nbl)
+    if np.any(tt != tt[:, :1]) or np.any(np.diff(tt[:, 0]) <= 0):
+        return None
+    for a in (vis.antenna1, vis.antenna2):
+        aa = a.reshape(ntime, nbl)
+        if np.any(aa != aa[:1]):
+            return None
+    return nbl
+
+
+def _put(f: h5py.File, name: str, data: np.ndarray, dims: tuple[str, ...], chunk0: int | None = None,
+         chunk1: int | None = None, **attrs) -> h5py.Dataset:
+    """A dataset (chunked, fletcher32 unless empty or strings) with its dimension scales attached.
+
+    Chunks hold whole trailing axes; ``chunk0``/``chunk1`` bound the first two (rows, or
+    times and baselines), so that a chunk holds at most about 4096 rows.
+    """
+    if data.dtype.kind in "OU":
+        d = f.create_dataset(name, data=np.array([str(x) for x in data], dtype=object), dtype=h5py.string_dtype())
+    elif data.size:
+        chunks = list(data.shape)
+        for axis, c in ((0, chunk0), (1, chunk1)):
+            if c is not None:
+                chunks[axis] = max(1, min(c, data.shape[axis]))
+        d = f.create_dataset(name, data=data, chunks=tuple(chunks), fletcher32=True)
+    else:
+        d = f.create_dataset(name, data=data)
+    for k, v in attrs.items():
+        d.attrs[k] = v
+    if len(dims) == 1 and dims[0] == name:
+        d.make_scale(name)
+    else:
+        for i, dim in enumerate(dims):
+            d.dims[i].attach_scale(f[dim])
+    return d
+
+
+def _write_partition_datasets(f: h5py.File, vis: Visibility) -> None:
+    """Schema-2 datasets of one partition, on MSv4's dimensions (see docs/hdf5-store.md)."""
+    nbl = grid_baselines(vis)
+    _put(f, "frequency", np.asarray(vis.frequency, dtype=np.float64), ("frequency",), units="Hz")
+    _put(f, "polarization", np.array(list(vis.polarisations)), ("polarization",))
+    _put(f, "uvw_label", np.array(["u", "v", "w"]), ("uvw_label",))
+    t_attrs = {"units": "s", "format": "MJD seconds", "scale": "utc"}
+    if nbl is None:
+        f.attrs["layout"] = LAYOUT_ROW
+        _put(f, "row", np.arange(vis.nrow, dtype=np.int64), ("row",))
+        rows = ("row",)
+        _put(f, "time", vis.time, rows, _ROW_CHUNK, **t_attrs)
+        _put(f, "antenna1", vis.antenna1, rows, _ROW_CHUNK)
+        _put(f, "antenna2", vis.antenna2, rows, _ROW_CHUNK)
+        _put(f, "integration_time", vis.integration_time, rows, _ROW_CHUNK, units="s")
+        _put(f, "uvw", vis.uvw, ("row", "uvw_label"), _ROW_CHUNK, units="m")
+        for name in ("vis", "weight", "flags"):
+            _put(f, name, getattr(vis, name), ("row", "frequency", "polarization"), _ROW_CHUNK,
+                 coordinates="time antenna1 antenna2")
+        return
+    ntime = vis.nrow // nbl
+    f.attrs["layout"] = LAYOUT_GRID
+    tchunk = max(1, _ROW_CHUNK // nbl)
+    _put(f, "time", vis.time.reshape(ntime, nbl)[:, 0].copy(), ("time",), **t_attrs)
+    _put(f, "baseline_id", np.arange(nbl, dtype=np.int64), ("baseline_id",))
+    _put(f, "antenna1", vis.antenna1[:nbl], ("baseline_id",))
+    _put(f, "antenna2", vis.antenna2[:nbl], ("baseline_id",))
+    grid = ("time", "baseline_id")
+    bchunk = min(nbl, _ROW_CHUNK)
+    _put(f, "integration_time", vis.integration_time.reshape(ntime, nbl), grid, tchunk, bchunk, units="s")
+    _put(f, "uvw", vis.uvw.reshape(ntime, nbl, 3), grid + ("uvw_label",), tchunk, bchunk, units="m")
+    nchan, npol = vis.vis.shape[1:]
+    for name in ("vis", "weight", "flags"):
+        _put(f, name, getattr(vis, name).reshape(ntime, nbl, nchan, npol), grid + ("frequency", "polarization"),
+             tchunk, bchunk, coordinates="antenna1 antenna2")
+
+
+def _read_partition_datasets(f: h5py.File, version: int, where: Path) -> dict[str, np.ndarray]:
+    """The row-axis arrays of a partition file of any readable version."""
+    data = {name: _need(f, name, where)[()] for name in _PART_FIELDS}
+    if version == 1:
+        return data
+    layout = str(_attr(f, "layout", where))
+    if layout == LAYOUT_ROW:
+        return data
+    if layout != LAYOUT_GRID:
+        raise StoreError(f"{where}: unknown partition layout '{layout}'")
+    ntime, nbl = data["vis"].shape[:2]
+    if data["time"].shape != (ntime,) or data["antenna1"].shape != (nbl,) or data["antenna2"].shape != (nbl,):
+        raise StoreError(f"{where}: time/baseline axes do not match the visibilities")
+    out = {"time": np.repeat(data["time"], nbl), "antenna1": np.tile(data["antenna1"], ntime),
+           "antenna2": np.tile(data["antenna2"], ntime)}
+    for name in ("integration_time", "uvw", "vis", "weight", "flags"):
+        a = data[name]
+        out[name] = a.reshape((ntime * nbl,) + a.shape[2:])
+    return out
 
 
 def finalize_store(store_path: str | os.PathLike, meta: StoreMeta, partitions: list[PartitionInfo]) -> StoreIndex:
@@ -364,9 +478,9 @@ def _check_schema(f: h5py.File, where: Path, fmt: str) -> int:
     if got_fmt != fmt:
         raise StoreError(f"{where}: not an arl_mpi visibility store file (format '{got_fmt}', expected '{fmt}')")
     ver = int(_attr(f, "schema_version", where))
-    if ver != SCHEMA_VERSION:
+    if ver not in READABLE_VERSIONS:
         raise StoreError(f"{where}: unsupported store schema version {ver} "
-                         f"(this arl_mpi {__version__} reads version {SCHEMA_VERSION})")
+                         f"(this arl_mpi {__version__} reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     return ver
 
 
@@ -461,16 +575,30 @@ def read_partition(index: StoreIndex, pid: int, *, verify: bool = True) -> Visib
         raise StoreError(f"{what}: checksum mismatch, the file is corrupted or was modified")
     try:
         with h5py.File(fpath, "r") as f:
-            _check_schema(f, fpath, FORMAT + ".partition")
-            data = {name: _need(f, name, fpath)[()] for name in _PART_FIELDS}
+            ver = _check_schema(f, fpath, FORMAT + ".partition")
+            data = _read_partition_datasets(f, ver, fpath)
             cs, ce = int(_attr(f, "chan_start", fpath)), int(_attr(f, "chan_stop", fpath))
+            part_pols = json.loads(f.attrs["polarisations"]) if "polarisations" in f.attrs else None
     except StoreError:
         raise
     except OSError as e:
         raise StoreError(f"{what}: unreadable or corrupted ({str(e).splitlines()[0]})") from None
-    if (cs, ce) != (info.chan_start, info.chan_stop) or data["time"].shape[0] != info.nrow:
-        raise StoreError(f"{what}: does not match the store index")
+    if (cs, ce) != (info.chan_start, info.chan_stop):
+        lo, hi = info.chan_start, info.chan_stop - 1
+        raise StoreError(f"{what}: holds channels {cs}-{ce - 1} where the store index has {lo}-{hi} "
+                         f"({index.meta.frequency[lo] / 1e6:.6g}-{index.meta.frequency[hi] / 1e6:.6g} MHz): "
+                         "does not match the store index")
+    if data["time"].shape[0] != info.nrow:
+        raise StoreError(f"{what}: holds {data['time'].shape[0]} rows where the store index has {info.nrow}: "
+                         "does not match the store index")
     m = index.meta
+    if part_pols is not None and list(part_pols) != list(m.polarisations):
+        raise StoreError(f"{what}: polarisations {' '.join(part_pols)} differ from the store's "
+                         f"{' '.join(m.polarisations)}")
+    if data["vis"].shape[1:] != (ce - cs, len(m.polarisations)):
+        raise StoreError(f"{what}: holds {data['vis'].shape[1]} channels x {data['vis'].shape[2]} polarisations "
+                         f"where the store index has {ce - cs} channels ({m.frequency[cs] / 1e6:.6g}-"
+                         f"{m.frequency[ce - 1] / 1e6:.6g} MHz) x {len(m.polarisations)}")
     return Visibility(
         time=data["time"], uvw=data["uvw"], antenna1=data["antenna1"], antenna2=data["antenna2"],
         vis=data["vis"], weight=data["weight"], flags=data["flags"],

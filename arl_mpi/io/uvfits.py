@@ -26,6 +26,9 @@ from arl_mpi.models import POLARISATION_FRAMES, Configuration, Visibility
 
 log = logging.getLogger(__name__)
 
+#: Groups read per block (bounds the temporary float32 copy of a read; progress granularity).
+ROW_BLOCK = 65536
+
 _STOKES_CODES = {
     -1: "RR",
     -2: "LL",
@@ -61,7 +64,7 @@ class UVFitsReader:
                 self.data = g.data
                 _ = self.data.data.shape  # forces reading the structure: truncated files fail here
                 self._check_complete()
-                self._times = self._jd_seconds(np.arange(len(self.data)))
+                self._times = None  # read on first use (the DATE of every group)
             except InputError:
                 raise
             except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
@@ -112,7 +115,6 @@ class UVFitsReader:
         self.rows = np.nonzero(src == sid)[0]
         if self.rows.size == 0:
             raise InputError(f"{self.path}: no rows for field {self.field} (source id {sid})")
-        self._times = self._times[self.rows]
 
     # -- metadata ----------------------------------------------------------------------------
     def _axes(self) -> None:
@@ -160,40 +162,50 @@ class UVFitsReader:
                 f"{self.path}: IFs/channels are not in increasing frequency; split them first"
             )
 
-    def _par(self, name: str) -> np.ndarray:
-        return np.asarray(self.data.par(name), dtype=np.float64)
+    def _par(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """Random parameter ``name`` of ``rows`` (default: every group), scaled and summed by astropy."""
+        if rows is None:
+            return np.asarray(self.data.par(name), dtype=np.float64)
+        rows = np.asarray(rows)
+        if rows.size and np.all(np.diff(rows) == 1):  # a slice reads only those groups
+            return np.asarray(self.data[rows[0] : rows[-1] + 1].par(name), dtype=np.float64)
+        return np.asarray(self.data.par(name), dtype=np.float64)[rows]
 
     def _jd_seconds(self, rows: np.ndarray) -> np.ndarray:
-        jd = self._par("DATE")[rows]  # astropy sums repeated DATE parameters and applies PZERO
+        jd = self._par("DATE", rows)  # astropy sums repeated DATE parameters and applies PZERO
         return (jd - 2400000.5) * 86400.0
 
     @property
     def times(self) -> np.ndarray:
-        """Row times, MJD seconds."""
+        """Times of the selected rows, MJD seconds."""
+        if self._times is None:
+            self._times = self._jd_seconds(self.rows)
         return self._times
 
-    def antennas(self) -> tuple[np.ndarray, np.ndarray]:
-        """0-based antenna indices (into the AN table's rows) of every row."""
+    def antennas(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """0-based antenna indices (into the AN table's rows) of ``rows`` (default: every group)."""
         names = [p.upper() for p in self.data.parnames]
         if "BASELINE" in names:
-            bl = np.round(self._par("BASELINE")).astype(np.int64)
+            bl = np.round(self._par("BASELINE", rows)).astype(np.int64)
             a1, a2 = bl // 256, bl % 256
         elif "ANTENNA1" in names:
-            a1 = np.round(self._par("ANTENNA1")).astype(np.int64)
-            a2 = np.round(self._par("ANTENNA2")).astype(np.int64)
+            a1 = np.round(self._par("ANTENNA1", rows)).astype(np.int64)
+            a2 = np.round(self._par("ANTENNA2", rows)).astype(np.int64)
         else:
             raise InputError(f"{self.path}: no BASELINE or ANTENNA1/2 random parameters")
-        nosta = self._an_numbers()
-        lookup = {int(n): i for i, n in enumerate(nosta)}
-        try:
-            return (
-                np.array([lookup[int(a)] for a in a1], np.int32),
-                np.array([lookup[int(a)] for a in a2], np.int32),
-            )
-        except KeyError as e:
-            raise InputError(
-                f"{self.path}: row refers to antenna {e} not in the AN table"
-            ) from None
+        nosta = np.asarray(self._an_numbers(), dtype=np.int64)
+        order = np.argsort(nosta, kind="stable")
+        known = nosta[order]
+        out = []
+        for a in (a1, a2):
+            pos = np.clip(np.searchsorted(known, a), 0, max(known.size - 1, 0))
+            bad = known[pos] != a if known.size else np.ones(a.shape, bool)
+            if np.any(bad):
+                raise InputError(
+                    f"{self.path}: row refers to antenna {int(a[np.argmax(bad)])} not in the AN table"
+                )
+            out.append(order[pos].astype(np.int32))
+        return out[0], out[1]
 
     def _an_numbers(self) -> np.ndarray:
         return np.asarray(self.hdul["AIPS AN"].data["NOSTA"])
@@ -290,39 +302,57 @@ class UVFitsReader:
         )
 
     # -- data ----------------------------------------------------------------------------------
-    def read(self, idx: np.ndarray, chans: slice) -> Visibility:
-        """Rows (indices into this reader's selected rows) and a channel range (flags from weight <= 0).
-
-        Only those groups are read from the memory map.
-        """
+    def read(self, idx: np.ndarray, chans: slice, on_rows=None) -> Visibility:
+        """Rows (indices into this reader's selected rows) and a channel range (flags from weight <= 0)."""
         idx = np.asarray(idx)
-        rows = self.rows[idx]
-        arr = np.asarray(
-            self.data.data[rows], dtype=np.float32
-        )  # [n, (dec, ra,) (if,) chan, pol, 3]
-        arr = arr.reshape(arr.shape[0], -1, arr.shape[-2], arr.shape[-1])  # [n, if*chan, pol, 3]
-        arr = arr[:, chans][:, :, self.pol_order]
-        vis = (arr[..., 0] + 1j * arr[..., 1]).astype(np.complex64)
-        weight = arr[..., 2] if arr.shape[-1] > 2 else np.ones(arr.shape[:-1], np.float32)
+        return self.read_rows(self.rows[idx], self.times[idx], chans, on_rows)
+
+    def read_rows(
+        self, rows: np.ndarray, times: np.ndarray, chans: slice, on_rows=None
+    ) -> Visibility:
+        """Groups ``rows`` of the file and channels ``chans`` (``times``: theirs, or None to read them).
+
+        Only those groups are read from the memory map, in blocks of :data:`ROW_BLOCK`;
+        ``on_rows(n)``, when given, is called after each block of ``n`` rows (progress).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        c0, c1, _ = chans.indices(self.frequency.size)
+        nrow, nchan, npol = rows.size, c1 - c0, self.pol_order.size
+        vis = np.empty((nrow, nchan, npol), np.complex64)
+        weight = np.empty((nrow, nchan, npol), np.float32)
+        for k in range(0, nrow, ROW_BLOCK):
+            r = rows[k : k + ROW_BLOCK]
+            if np.all(np.diff(r) == 1):
+                raw = self.data.data[r[0] : r[-1] + 1]
+            else:
+                raw = self.data.data[r]
+            arr = np.asarray(raw, dtype=np.float32)  # [n, (dec, ra,) (if,) chan, pol, 3]
+            arr = arr.reshape(arr.shape[0], -1, arr.shape[-2], arr.shape[-1])  # [n, if*chan, pol, 3]
+            arr = arr[:, c0:c1][:, :, self.pol_order]
+            vis[k : k + r.size] = arr[..., 0] + 1j * arr[..., 1]
+            weight[k : k + r.size] = arr[..., 2] if arr.shape[-1] > 2 else 1.0
+            if on_rows is not None:
+                on_rows(r.size)
         flags = ~(weight > 0) | ~np.isfinite(vis)
-        weight = np.where(flags, 0.0, weight).astype(np.float32)
-        uvw = np.stack([self._par(n)[rows] for n in ("UU", "VV", "WW")], axis=1) * SPEED_OF_LIGHT
-        if not hasattr(self, "_ants"):
-            self._ants = self.antennas()
-        a1, a2 = self._ants
-        inttim = (
-            self._par("INTTIM")[rows] if "INTTIM" in self.data.parnames else np.zeros(rows.size)
-        )
+        weight[flags] = 0.0
+        uvw = np.stack([self._par(n, rows) for n in ("UU", "VV", "WW")], axis=1) * SPEED_OF_LIGHT
+        bad = ~np.isfinite(uvw).all(axis=1)
+        if bad.any():
+            raise InputError(f"{self.path}: {int(bad.sum())} groups have non-finite UVW (random parameters "
+                             f"UU/VV/WW), the first is group {int(rows[np.argmax(bad)])}")
+        a1, a2 = self.antennas(rows)
+        inttim = self._par("INTTIM", rows) if "INTTIM" in self.data.parnames else np.zeros(nrow)
+        times = self._jd_seconds(rows) if times is None else times
         return Visibility(
-            time=self.times[idx],
+            time=np.asarray(times, dtype=np.float64),
             uvw=uvw,
-            antenna1=a1[rows],
-            antenna2=a2[rows],
+            antenna1=a1,
+            antenna2=a2,
             vis=vis,
             weight=weight,
             flags=flags,
-            frequency=self.frequency[chans],
-            channel_width=self.channel_width[chans],
+            frequency=self.frequency[c0:c1],
+            channel_width=self.channel_width[c0:c1],
             polarisations=self.polarisations,
             phase_centre=self.phase_centre(),
             integration_time=inttim,

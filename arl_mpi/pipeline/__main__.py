@@ -31,32 +31,67 @@ def run(s: Settings, client) -> int:
     """Driver side: prepare the store, run the chosen pipeline, write the summary."""
     import warnings
 
-    from arl_mpi.pipeline.outputs import write_summary
+    from arl_mpi.pipeline.outputs import dask_report, write_summary
     from arl_mpi.pipeline.prepare import ensure_store
 
     # The model (and the PSF of sub-image tasks) enter the graphs as constants on purpose: a
     # lost worker then costs nothing (the scheduler re-sends them); not Dask's "large graph" case.
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     Path(s.name).parent.mkdir(parents=True, exist_ok=True)
-    store = ensure_store(client, s)
-    if s.pipeline == "continuum":
-        from arl_mpi.pipeline.continuum import run_continuum
+    if s.resume:  # a missing checkpoint or other settings: refused before anything is written
+        from arl_mpi.pipeline.checkpoint import check_resume
 
-        summary = run_continuum(client, s, store)
-    elif s.pipeline == "ical":
-        from arl_mpi.pipeline.ical import run_ical
+        check_resume(s.pipeline, s.name, s.image_settings())
+    with dask_report(s.name, s.dask_report) as report:  # --dask-report: the whole run
+        store = ensure_store(client, s)
+        if s.apply_primary_beam:  # an unknown telescope or a missing --mwa-path fails before any imaging
+            from arl_mpi.io.store import open_store
+            from arl_mpi.pipeline.primary_beam_outputs import check_primary_beam
 
-        summary = run_ical(client, s, store)
-    else:
-        from arl_mpi.pipeline.spectral import run_spectral
-
-        summary = run_spectral(client, s, store)
+            check_primary_beam(open_store(store), s.as_dict())
+        summary = _run_pipeline(s, client, store)
+    if s.dask_report:
+        summary["dask_report"] = report["path"]
     from arl_mpi.pipeline.common import peak_memory
 
     summary["peak_rss_bytes"] = peak_memory(client)
     path = write_summary(s.name, summary)
     log.info("done in %.1f s: %s", summary.get("timings_s", {}).get("total_s", 0.0), path)
     return 0
+
+
+def _run_pipeline(s: Settings, client, store) -> dict:
+    """The summary of the pipeline ``s.pipeline`` run on ``store``."""
+    if s.predict:  # WSClean's -predict: no imaging
+        from arl_mpi.pipeline.predict import run_predict
+
+        return run_predict(client, s, store)
+    summary = _run_imaging(s, client, store)
+    if s.save_source_list:  # WSClean's -save-source-list: the components of PREFIX[-POL]-model.fits
+        from arl_mpi.io.sourcelist import save_source_list
+
+        pols = summary.get("polarisations", [])
+        for prefix in [f"{s.name}-{p}" for p in pols] if len(pols) > 1 else [s.name]:
+            summary.setdefault("files", []).append(str(save_source_list(prefix, s.fit_spectral_pol)))
+    return summary
+
+
+def _run_imaging(s: Settings, client, store) -> dict:
+    if s.pol:  # WSClean's -pol: every product in one run
+        from arl_mpi.pipeline.polarisation import run_polarisations
+
+        return run_polarisations(client, s, store)
+    if s.pipeline == "continuum":
+        from arl_mpi.pipeline.continuum import run_continuum
+
+        return run_continuum(client, s, store)
+    if s.pipeline == "ical":
+        from arl_mpi.pipeline.ical import run_ical
+
+        return run_ical(client, s, store)
+    from arl_mpi.pipeline.spectral import run_spectral
+
+    return run_spectral(client, s, store)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     from arl_mpi.pipeline.common import check_memory
 
     check_memory(s)  # every rank, before any cluster starts
+    if s.fits_mask:
+        from arl_mpi.pipeline.minor import check_masks
+
+        check_masks(s)  # a missing mask or one of another shape fails here, before any output
+    if s.predict:
+        from arl_mpi.pipeline.predict import precheck
+
+        precheck(s)  # the model image: a bad one fails here, on every rank
+    if s.pol and s.vis and (Path(s.vis) / "index.h5").is_file():
+        from arl_mpi.io.store import open_store
+        from arl_mpi.pipeline.polarisation import check_products, parse_pol
+
+        # products the store cannot form fail here (an MS/UVFITS: once it is ingested)
+        check_products(parse_pol(s.pol), list(open_store(s.vis).meta.polarisations), s.vis)
     from arl_mpi.cluster.runtime import run_with_client
 
     return run_with_client(lambda client: run(s, client), cluster_settings(s))

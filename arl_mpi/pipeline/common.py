@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
 from distributed import wait
 
+from arl_mpi.calibration.solutions import solutions_from_file
 from arl_mpi.errors import ConfigError
 from arl_mpi.graphs import shard_graphs as graphs
 from arl_mpi.graphs.shard_tasks import (
@@ -28,6 +30,7 @@ from arl_mpi.graphs.shard_tasks import (
 )
 from arl_mpi.imaging.beam import fit_beam
 from arl_mpi.imaging.gridspec import GridSpec, output_channel_map
+from arl_mpi.imaging.weighting import cell_weights, padded_size
 from arl_mpi.io.store import StoreIndex
 from arl_mpi.pipeline import minor
 from arl_mpi.pipeline.settings import Settings
@@ -252,8 +255,12 @@ def load_and_weight(client, s: Settings, index: StoreIndex, grid: GridSpec) -> I
     """Load every shard onto its worker (or plan streaming), check it, apply imaging weights."""
     shards = shard_plan(client, s, index, grid)
     mem = plan_memory(client, s, index, grid, shards)
+    solutions = None
+    if s.apply_solutions:  # checked here, on the driver, before any worker reads it
+        solutions = str(Path(s.apply_solutions).resolve())
+        log.info("applying %s: %s", solutions, ", ".join(t.name for t in solutions_from_file(solutions).tabs))
     data = graphs.load_graph(str(index.path), shards, s.stokes, s.verify, stream=mem.stream,
-                             max_batch_samples=mem.max_batch_samples)
+                             max_batch_samples=mem.max_batch_samples, solutions=solutions)
     if not mem.stream:
         data = graphs.persist_on_workers(client, data)
     log.info("%d partitions in %d chunks in %d shards (%s)", len(index.partitions),
@@ -274,10 +281,14 @@ def weight_data(client, s: Settings, data: list, grid: GridSpec, where: str, str
     t1 = time.perf_counter()
     scheme, robust = s.weight
     if scheme != "natural" or s.taper_rad:
-        density = None
-        if scheme != "natural":
-            density = client.compute(graphs.weight_density_graph(data, grid)).result()
-        weighting = graphs.constant(Weighting(scheme, robust, s.taper_rad, density))
+        cells = None
+        if scheme != "natural":  # WSClean's: density on the padded image's uv grid, then the rank filter
+            wgrid = replace(grid, npix_x=padded_size(grid.npix_x, s.padding),
+                            npix_y=padded_size(grid.npix_y, s.padding))
+            density = client.compute(graphs.weight_density_graph(data, wgrid)).result()
+            cells = cell_weights(density, scheme, robust, s.weighting_rank_filter, s.weighting_rank_filter_size)
+            cells = cells.astype(np.float32)  # what the workers receive: the weights they make are float32
+        weighting = graphs.constant(Weighting(scheme, robust, s.taper_rad, cell_weights=cells))
         new = graphs.reweight_graph(data, grid, weighting)
         if not stream:
             new = graphs.persist_on_workers(client, new)

@@ -7,7 +7,14 @@ first ``--ical-phase-only-rounds`` solves are phase-only, later ones amplitude a
 
 Outputs: the final images under the usual names, the restored image of every round
 (``PREFIX-ical<r>-image.fits``), the gain table ``PREFIX-gains.h5`` (HDF5, beside the
-outputs, never inside the store) and ``PREFIX-gains.png`` (phases/amplitudes vs time).
+outputs, never inside the store), the same solutions as an h5parm ``PREFIX-gains.h5parm``
+(DP3/LoSoTo/WSClean read it) and ``PREFIX-gains.png`` (phases/amplitudes vs time). With
+``--apply-solutions`` every partition is corrected with that h5parm when loaded, and the
+solved gains are those that remain.
+
+Checkpoints (:mod:`arl_mpi.pipeline.checkpoint`): ``PREFIX-ical-state.h5`` at the start of
+every round (the round, its gain tables), ``PREFIX-checkpoint.h5`` after every major cycle;
+``--resume`` continues from them.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from arl_mpi.calibration.gaintable import write_gaintable
+from arl_mpi.calibration.gaintable import write_gaintable, write_gaintable_h5parm
 from arl_mpi.calibration.plots import plot_gains
+from arl_mpi.errors import InputError
 from arl_mpi.graphs import calibration as cal_tasks
 from arl_mpi.graphs import shard_graphs as graphs
 from arl_mpi.graphs.shard_graphs import delayed
 from arl_mpi.graphs.shard_tasks import Shard
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor
+from arl_mpi.pipeline.checkpoint import IcalState, ical_state_path, read_ical_state, write_ical_state
 from arl_mpi.pipeline.common import (
     check_cell,
     dynamic_range,
@@ -37,7 +46,7 @@ from arl_mpi.pipeline.common import (
     weight_data,
 )
 from arl_mpi.pipeline.major_cycle import clean_loop, final_images
-from arl_mpi.pipeline.outputs import make_image, write_image_set
+from arl_mpi.pipeline.outputs import checkpoint_path, make_image, write_image_set
 from arl_mpi.pipeline.settings import Settings
 
 log = logging.getLogger("arl_mpi.pipeline")
@@ -60,6 +69,19 @@ def point_model(client, data: list, grid) -> np.ndarray:
     return model
 
 
+def save_round(client, s: Settings, rnd: int, gains: list, rounds: list[dict[str, Any]]) -> None:
+    """Checkpoint the start of round ``rnd``: remove the previous round's major-cycle
+    checkpoint, then write the round, its gain tables (gathered from the workers) and the
+    finished rounds' records (``PREFIX-ical-state.h5``)."""
+    from distributed import Future
+
+    futs = [g for g in gains if isinstance(g, Future)]
+    values = iter(client.gather(futs)) if futs else iter(())
+    tables = [next(values) if isinstance(g, Future) else g for g in gains]
+    checkpoint_path(s.name).unlink(missing_ok=True)
+    write_ical_state(s.name, IcalState(round=rnd, gains=tables, rounds=rounds, settings=s.image_settings()))
+
+
 def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
     """The ICAL pipeline on ``store``; returns the summary."""
     t_start = time.perf_counter()
@@ -70,15 +92,25 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
     shards = shard_plan(client, s, index, grid)
     home = {pid: k for k, chunks in enumerate(shards) for c in chunks for pid in c}  # partition -> its shard's worker
     cal = graphs.persist_on_workers(
-        client, [delayed(cal_tasks.load_cal_data, pure=True)(str(index.path), pid, s.verify) for pid in range(npart)],
+        client, [delayed(cal_tasks.load_cal_data, pure=True)(str(index.path), pid, s.verify, s.apply_solutions)
+                 for pid in range(npart)],
         placement=[home[pid] for pid in range(npart)])
     gains: list = [None] * npart
     rounds: list[dict[str, Any]] = []
     solint = s.ical_solint  # 0: one solution per integration (the solver's meaning of 0)
     result = None
     res = None
-    for rnd in range(s.ical_rounds):
+    first, resume_loop = 0, False
+    if s.resume:
+        st = read_ical_state(s.name, s.image_settings())
+        first, gains, rounds = st.round, list(st.gains), st.rounds
+        resume_loop = checkpoint_path(s.name).is_file()
+        log.info("resuming ICAL at round %d (%s)", first,
+                 "from its last major cycle" if resume_loop else "from its start")
+    for rnd in range(first, s.ical_rounds):
         t0 = time.perf_counter()
+        if s.checkpoint and not (s.resume and rnd == first):
+            save_round(client, s, rnd, gains, rounds)
         data = graphs.persist_on_workers(
             client, [delayed(cal_tasks.imaging_shard, pure=True)([[cal[p] for p in c] for c in chunks],
                                                                  [[gains[p] for p in c] for c in chunks], s.stokes)
@@ -86,7 +118,9 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
         res = weight_data(client, s, data, grid, str(index.path))
         res.shards = shards
         psf, sumwt, dirty, beam, _ = psf_and_dirty(client, res.data, grid)
-        result = clean_loop(client, s, res.data, grid, freqs_out, psf, sumwt, dirty, beam)
+        result = clean_loop(client, s, res.data, grid, freqs_out, psf, sumwt, dirty, beam,
+                            checkpoint_name=s.name if s.checkpoint else None,
+                            resume=resume_loop and rnd == first)
         restored = result.restored(grid.cell)
         dr = dynamic_range(restored, result.residual)
         peak, sigma = minor.residual_stats(result.residual, sumwt)
@@ -115,7 +149,9 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
             info["solve"] = None
         rounds.append(info)
         del data
-    assert result is not None and res is not None
+    if result is None or res is None:  # resumed after the last round's state: nothing left but the outputs
+        raise InputError(f"{ical_state_path(s.name)}: round {first} is past the last of --ical-rounds "
+                         f"{s.ical_rounds}, nothing to resume")
     check_cell_msg = check_cell(s, float(res.counts.uvmax_wavelengths))
     images = final_images(index, s, grid, freqs_out, result)
     files = write_image_set(s.name, images, s.png)
@@ -124,8 +160,12 @@ def run_ical(client, s: Settings, store: str) -> dict[str, Any]:
         tables = client.gather([g for g in gains if g is not None])
         gt = cal_tasks.merge_gaintables(tables)
         gpath = write_gaintable(f"{s.name}-gains.h5", gt, forbidden_dirs=[index.path])
+        pc = index.meta.phase_centre.icrs
+        hpath = write_gaintable_h5parm(f"{s.name}-gains.h5parm", gt, forbidden_dirs=[index.path],
+                                       antenna_positions=index.meta.configuration.xyz,
+                                       source_dir=(float(pc.ra.rad), float(pc.dec.rad)))
         plot_gains(gt, f"{s.name}-gains.png", title=f"{s.name}: final gain solutions")
-        files += [str(gpath), f"{s.name}-gains.png"]
+        files += [str(gpath), str(hpath), f"{s.name}-gains.png"]
         good = ~gt.flags
         gain_summary = {"solutions": int(gt.flags.size), "flagged": int(gt.flags.sum()),
                         "phase_rms_deg": float(np.rad2deg(np.std(np.angle(gt.gain[good])))) if good.any() else None,

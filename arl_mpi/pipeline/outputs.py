@@ -6,9 +6,11 @@ truncated file under a final name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from arl_mpi.io.atomic import atomic_path, write_bytes_atomic
 from arl_mpi.io.fits import write_fits, write_png
 from arl_mpi.io.store import StoreIndex
 from arl_mpi.models import Image, image_wcs
+from arl_mpi.pipeline.primary_beam_outputs import add_primary_beam_outputs
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +72,54 @@ def write_summary(prefix: str, summary: dict[str, Any]) -> Path:
     import distributed
     import ducc0
 
-    summary = dict(summary)
+    summary = add_primary_beam_outputs(prefix, dict(summary))  # --apply-primary-beam: PREFIX-beam-0, -image-pb
     summary["versions"] = {"arl_mpi": __version__, "python": platform.python_version(), "numpy": np.__version__,
                            "ducc0": ducc0.__version__, "dask": dask.__version__,
                            "distributed": distributed.__version__, "h5py": h5py.__version__}
     path = output_path(prefix, "summary", "json")
     write_bytes_atomic(path, json.dumps(summary, indent=2, default=_json_default).encode())
     return path
+
+
+def dask_report_path(prefix: str) -> Path:
+    """``PREFIX-dask-report.html`` (``--dask-report``)."""
+    return output_path(prefix, "dask-report", "html")
+
+
+@contextlib.contextmanager
+def dask_report(prefix: str, enabled: bool) -> Iterator[dict[str, Any]]:
+    """Record Dask's performance report (``distributed.performance_report``) of the block.
+
+    Yields a dict whose ``"path"``, once the block has ended without an exception, is the
+    written ``PREFIX-dask-report.html`` (written to a temporary name, then renamed). It stays
+    None when ``enabled`` is False, when the block raised (nothing is written), or when the
+    scheduler could not make the report (a warning: a finished run is not failed for its
+    diagnostics, e.g. an external scheduler without bokeh).
+    """
+    out: dict[str, Any] = {"path": None}
+    if not enabled:
+        yield out
+        return
+    from distributed import performance_report
+
+    path = dask_report_path(prefix)
+    report = performance_report(filename=str(path), mode="inline")  # bokeh inlined: viewable offline
+    try:
+        report.__enter__()
+    except Exception as e:  # noqa: BLE001
+        log.warning("dask-report: not recorded (%s: %s)", type(e).__name__, e)
+        yield out
+        return
+    yield out
+    try:
+        with atomic_path(path) as tmp:
+            report.filename = str(tmp)
+            report.__exit__(None, None, None)
+    except Exception as e:  # noqa: BLE001
+        log.warning("dask-report: %s not written (%s: %s)", path, type(e).__name__, e)
+        return
+    out["path"] = str(path)
+    log.info("dask-report: %s", path)
 
 
 def _json_default(o):

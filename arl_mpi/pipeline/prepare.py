@@ -39,9 +39,12 @@ def builtin_simulation(pipeline: str) -> SimulationSettings:
 def ensure_store(client, s: Settings) -> str:
     """Path of the store to image (simulating the built-in observation when needed)."""
     if s.vis:
+        from arl_mpi.graphs.ingest_graph import ingest_on_workers
         from arl_mpi.io.ingest import ensure_store_from_input
 
-        store = ensure_store_from_input(s.vis, s.time_partitions, s.freq_partitions)  # MS/UVFITS: ingest once
+        # MS/UVFITS: ingested once, each partition read and written by a worker
+        store = ensure_store_from_input(s.vis, s.time_partitions, s.freq_partitions,
+                                        map_partitions=ingest_on_workers(client))
         open_store(store)  # fail early with a one-line error
         return store
     sim_settings = builtin_simulation(s.pipeline)
@@ -59,8 +62,13 @@ def ensure_store(client, s: Settings) -> str:
         raise StoreError(f"{path}: exists but holds a different observation; remove it or pass --vis")
     log.info("simulating the built-in observation into %s (%d x %d partitions, written by the workers)",
              path, s.time_partitions, s.freq_partitions)
+
     def on_workers(write, pids):
-        return client.gather(client.compute([delayed(write, pure=False)(pid) for pid in pids]))
+        # yields each partition's info in pid order as the workers finish them, so the simulation's
+        # progress lines follow the work (a gathered list would give only the closing line)
+        futures = client.compute([delayed(write, pure=False)(pid) for pid in pids])
+        for future in futures:
+            yield future.result()
 
     write_simulated_store(path, sim_settings, s.time_partitions, s.freq_partitions, map_partitions=on_workers)
     return str(path)

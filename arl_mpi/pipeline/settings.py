@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import math
 import re
@@ -67,7 +68,7 @@ _ANGLE_UNITS = {
 
 PIPELINES = ("continuum", "ical", "spectral")
 #: Pipelines that write checkpoints and can ``--resume``.
-CHECKPOINTING_PIPELINES = ("continuum",)
+CHECKPOINTING_PIPELINES = ("continuum", "ical", "spectral")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: ``--help`` sections in order; the inherited cluster fields (no ``group``) go in ``cluster``.
 GROUPS = (
@@ -232,6 +233,55 @@ class Settings(ClusterSettings):
         images=True,
     )
     stokes: str = _data("I", "Stokes parameter to image", choices=("I", "Q", "U", "V"), images=True)
+    pol: str | None = _data(
+        None,
+        "WSClean's -pol: image these products in one run (one load), e.g. I, IQUV, xx,yy, I,V; "
+        "several: PREFIX-Q-image.fits ... (continuum); unset: --stokes",
+        metavar="LIST",
+        images=True,
+    )
+    join_polarizations: bool = _data(
+        False,
+        "WSClean's -join-polarizations: with several --pol products, find CLEAN peaks in the sum of "
+        "squares over them and subtract each component from every product (Hogbom, --channels-out 1)",
+        images=True,
+    )
+    predict: bool = _data(
+        False,
+        "WSClean's -predict: no imaging; predict model visibilities from PREFIX-model.fits (or "
+        "--predict-model) into PREFIX-predict.store",
+    )
+    predict_model: str | None = _data(None, "--predict: the model FITS image instead of PREFIX-model.fits",
+                                      metavar="FITS")
+    write_model_data: bool = _data(
+        False,
+        "--predict with a MeasurementSet --vis: also write the model into its MODEL_DATA column "
+        "(the only write into an input, only when asked)",
+    )
+    save_source_list: bool = _data(
+        False,
+        "WSClean's -save-source-list: write the CLEAN components as PREFIX-sources.txt (WSClean/DP3 "
+        "text format, with polynomial spectral terms when --channels-out > 1)",
+    )
+    apply_primary_beam: bool = _data(
+        False,
+        "WSClean's -apply-primary-beam: also write the Stokes-I primary beam PREFIX[-000N|-MFS]-beam-0.fits "
+        "and the beam-corrected PREFIX[-000N|-MFS]-image-pb.fits (EveryBeam from the ingested MS, needs the "
+        "[beam] extra; analytic Airy dish for VLA, MeerKAT, ATCA, ...)",
+    )
+    primary_beam_limit: float = _data(
+        0.005, "WSClean's -primary-beam-limit: blank (NaN) PREFIX-image-pb.fits where the beam is below this"
+    )
+    mwa_path: str | None = _data(None, "WSClean's -mwa-path: the MWA FEE beam coefficients file (or its directory)",
+                                 metavar="PATH")
+    apply_solutions: str | None = _data(
+        None,
+        "h5parm gain solutions (DP3/LoSoTo/WSClean: phase, amplitude; scalar or diagonal) to "
+        "correct the visibilities with before imaging, interpolated onto the data's times and "
+        "channels (on the workers)",
+        metavar="FILE.h5",
+        images=True,
+    )
     # image geometry and gridding
     size: tuple[int, int] = _geometry(
         (512, 512),
@@ -269,6 +319,24 @@ class Settings(ClusterSettings):
     taper_gaussian: str | float | None = _weighting(
         None, "Gaussian taper FWHM in the image domain, e.g. 60asec", parse=_angle_text, images=True
     )
+    padding: float = _weighting(
+        1.2,
+        "WSClean's -padding: uniform/briggs grid the uv weight density on the image padded by this "
+        "factor (rounded up to a multiple of 4 pixels); ducc0 pads the gridded image itself to --epsilon",
+        metavar="FACTOR",
+        images=True,
+    )
+    weighting_rank_filter: float = _weighting(
+        3.0,
+        "WSClean's -weighting-rank-filter: cap each uv cell's uniform/briggs weight at LEVEL x the "
+        "mean weight of its neighbourhood (values below 1: off)",
+        metavar="LEVEL",
+        images=True,
+    )
+    weighting_rank_filter_size: int = _weighting(
+        16, "WSClean's -weighting-rank-filter-size: the rank filter's window in uv cells", metavar="N",
+        images=True,
+    )
     # deconvolution
     niter: int = _deconvolution(0, "maximum CLEAN components (0: dirty image only)", images=True)
     gain: float = _deconvolution(0.1, "minor-cycle loop gain", images=True)
@@ -301,6 +369,40 @@ class Settings(ClusterSettings):
         "on the workers (WSClean's -parallel-deconvolution); 0: one minor cycle on the driver; "
         "otherwise at least 32",
         metavar="MAXSIZE",
+        images=True,
+    )
+    deconvolver: str = _deconvolution(
+        "auto",
+        "minor-cycle engine: arl (ours: Hogbom with sub-minor loops), radler (WSClean's library, "
+        "the [radler] extra; ours where Radler lacks something: margins, Taylor terms, "
+        "multiscale), auto (the faster as accurate one: arl, docs/performance.md)",
+        choices=("auto", "arl", "radler"),
+        images=True,
+    )
+    fits_mask: str | None = _deconvolution(
+        None,
+        "WSClean's -fits-mask: clean only where this FITS image is non-zero (its shape must be the "
+        "image's)",
+        metavar="FILE",
+        images=True,
+    )
+    auto_mask: float | None = _deconvolution(
+        None,
+        "WSClean's -auto-mask: clean to SIGMA x the noise, make a mask of the components found so "
+        "far, then continue inside it to --auto-threshold",
+        metavar="SIGMA",
+        images=True,
+    )
+    local_rms: bool = _deconvolution(
+        False,
+        "WSClean's -local-rms: --auto-threshold and --auto-mask relative to a local RMS map, not "
+        "one global noise value",
+        images=True,
+    )
+    local_rms_window: float = _deconvolution(
+        25.0,
+        "WSClean's -local-rms-window: the local RMS map's window in PSF main-lobe widths",
+        metavar="BEAMS",
         images=True,
     )
     channels_out: int = _deconvolution(
@@ -362,13 +464,19 @@ class Settings(ClusterSettings):
         choices=("worker", "partition"),
     )
     # reliability and logging
-    resume: bool = _reliability(False, "continue from the last checkpoint of --name (continuum)")
+    resume: bool = _reliability(False, "continue from the last checkpoint of --name")
     checkpoint: bool = _reliability(
-        True, "do not write a checkpoint after each major cycle (continuum)", flag="--no-checkpoint"
+        True,
+        "do not write a checkpoint after each major cycle (and, in ICAL, each self-calibration round)",
+        flag="--no-checkpoint",
     )
     verify: bool = _reliability(True, "skip partition SHA-256 checks", flag="--no-verify")
     png: bool = _reliability(True, "do not write PNG previews of the images", flag="--no-png")
     log_level: str = _reliability("INFO", "DEBUG, INFO, WARNING or ERROR")
+    dask_report: bool = _reliability(
+        False, "write Dask's performance report of the whole run (task stream, profile, worker "
+        "load; open in a browser) as PREFIX-dask-report.html"
+    )
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -418,6 +526,15 @@ class Settings(ClusterSettings):
             (self.auto_threshold is None or self.auto_threshold > 0, "auto-threshold: must be > 0"),
             (self.threshold_jy >= 0, "threshold: must be >= 0"),
             (1e-12 < self.epsilon < 0.1, "epsilon: must be in (1e-12, 0.1)"),
+            (self.padding >= 1.0, "padding: must be >= 1"),
+            (0 <= self.primary_beam_limit < 1, "primary-beam-limit: must be in [0, 1)"),
+            (not (self.predict_model or self.write_model_data) or self.predict,
+             "predict-model/write-model-data: only with --predict"),
+            (not self.pol or (self.pipeline == "continuum" and not (self.resume or self.predict or self.stream)),
+             "pol: only with the continuum pipeline, without --resume, --predict or --stream (every correlation "
+             "stays resident on the workers)"),
+            (self.weighting_rank_filter >= 0, "weighting-rank-filter: must be >= 0 (below 1: off)"),
+            (self.weighting_rank_filter_size >= 2, "weighting-rank-filter-size: must be >= 2"),
             (self.double or self.epsilon >= 1e-5, "epsilon: below 1e-5 needs --double"),
             (self.channels_out >= 1, "channels-out: must be >= 1"),
             (1 <= self.fit_spectral_pol <= 4, "fit-spectral-pol: must be 1..4"),
@@ -432,6 +549,25 @@ class Settings(ClusterSettings):
                 f"parallel-deconvolution: {self.parallel_deconvolution} must be 0 (off) or at "
                 "least 32 pixels",
             ),
+            (
+                self.deconvolver != "radler" or importlib.util.find_spec("radler") is not None,
+                "deconvolver: radler needs the radler package: pip install 'arl_mpi[radler]'",
+            ),
+            (self.auto_mask is None or self.auto_mask > 0, "auto-mask: must be > 0"),
+            (self.local_rms_window > 0, "local-rms-window: must be > 0"),
+            (
+                not (self.local_rms and (self.multiscale or self.channels_out > 1)),
+                "local-rms: only with single-channel Hogbom (not --multiscale or --channels-out > 1)",
+            ),
+            (
+                not ((self.local_rms or self.auto_mask is not None)
+                     and (self.parallel_deconvolution or self.pipeline == "spectral")),
+                "auto-mask/local-rms: not with --parallel-deconvolution or --pipeline spectral",
+            ),
+            (
+                not (self.auto_mask is not None and self.resume),
+                "auto-mask: not with --resume (the auto-mask is not in the checkpoint)",
+            ),
             (self.ical_rounds >= 1, "ical-rounds: must be >= 1"),
             (self.ical_min_snr >= 0, "ical-min-snr: must be >= 0"),
             (self.cluster_timeout > 0, "cluster-timeout: must be > 0"),
@@ -445,6 +581,19 @@ class Settings(ClusterSettings):
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        if self.pol:
+            from arl_mpi.pipeline.polarisation import parse_pol
+
+            parse_pol(self.pol)  # a one-line ConfigError when it cannot be read
+        if self.join_polarizations:
+            if not self.pol or len(parse_pol(self.pol)) < 2:
+                raise ConfigError("join-polarizations: needs --pol with two or more products, e.g. --pol IQUV")
+            masks = getattr(self, "fits_mask", None) or getattr(self, "auto_mask", None)
+            if self.channels_out != 1 or self.multiscale or self.parallel_deconvolution or masks:
+                raise ConfigError("join-polarizations: only Hogbom CLEAN with --channels-out 1 (no --multiscale, "
+                                  "--parallel-deconvolution, masks)")
+        if self.apply_solutions is not None and not Path(self.apply_solutions).is_file():
+            raise ConfigError(f"apply-solutions: no such h5parm file '{self.apply_solutions}'")
         if self.pipeline not in CHECKPOINTING_PIPELINES:
             only = ", ".join(CHECKPOINTING_PIPELINES)
             if self.resume:

@@ -5,6 +5,8 @@ over partitions), then run one minor cycle *per channel, in parallel on the work
 residual cube and the model stay on the workers as futures, only per-channel statistics
 (peak, noise, components) come to the driver, which decides when each channel stops.
 Optionally the continuum is first subtracted in the uv plane (polynomial per baseline).
+After every major cycle ``PREFIX-checkpoint.h5`` keeps the model cube and which channels
+have finished; ``--resume`` cleans only the unfinished ones, from that cycle.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from arl_mpi.imaging.beam import fit_beam, restore
 from arl_mpi.imaging.uvcontsub import uv_continuum_subtract
 from arl_mpi.io.store import open_store
 from arl_mpi.pipeline import minor
+from arl_mpi.pipeline.checkpoint import SpectralCheckpoint, read_spectral_checkpoint, write_spectral_checkpoint
 from arl_mpi.pipeline.common import (
     check_cell,
     grid_spec,
@@ -99,6 +102,13 @@ def channel_minor_cycle(pair: tuple[np.ndarray, np.ndarray], psf_pair: tuple[np.
     return out
 
 
+_TASK_KEYS = ("chan", "worker", "t0", "t1", "niter", "stop")
+
+
+def _constant(a: np.ndarray) -> np.ndarray:
+    return a
+
+
 def _strip(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "update"}
 
@@ -143,11 +153,22 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
     workers = sorted(client.scheduler_info()["workers"])
     model_f = client.submit(np.zeros, dirty.shape, pure=False)  # recomputable, unlike a scatter
     niter_done = np.zeros(nout, dtype=int)
-    last = [None] * nout
+    last: list[int | None] = [None] * nout
     active = list(range(nout))
     cycles: list[dict[str, Any]] = []
     minor_tasks: list[dict[str, Any]] = []
     cycle = 0
+    if s.resume:
+        ck = read_spectral_checkpoint(s.name, s.image_settings())
+        cycle, cycles, minor_tasks = ck.cycle, ck.cycles, ck.minor_tasks
+        niter_done = np.asarray(ck.niter_done, dtype=int)
+        last = [None if n < 0 else int(n) for n in ck.last]
+        active = [int(c) for c in np.flatnonzero(ck.active)]
+        log.info("resuming after major cycle %d: %d of %d channels finished, %d to clean", cycle,
+                 nout - len(active), nout, len(active))
+        if cycle:
+            model_f = client.submit(_constant, ck.model, pure=False)
+            residual_f = client.compute(graphs.invert_graph(data, grid, model_f))
     while s.niter > 0 and active:
         futs = [client.submit(channel_minor_cycle, residual_f, psf_f, c, cs, int(niter_done[c]), cycle, last[c],
                               workers=[workers[i % len(workers)]], allow_other_workers=True, pure=False)
@@ -172,6 +193,12 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
                  "still active", cycle, cycles[-1]["channels_cleaned"], len({i["worker"] for i in infos}),
                  cycles[-1]["components"], len(still))
         active = still
+        if s.checkpoint:
+            write_spectral_checkpoint(s.name, SpectralCheckpoint(
+                model=model_f.result(), cycle=cycle, niter_done=niter_done,
+                last=np.array([-1 if n is None else n for n in last]),
+                active=np.isin(np.arange(nout), active), settings=s.image_settings(), cycles=cycles,
+                minor_tasks=[{k: v for k, v in t.items() if k in _TASK_KEYS} for t in minor_tasks]))
     model, residual = client.gather([model_f, residual_f])
     residual = graphs.normalise(residual)
     restored = np.stack([restore(model[c], residual[c], common, grid.cell) for c in range(nout)])
@@ -185,8 +212,7 @@ def run_spectral(client, s: Settings, store: str) -> dict[str, Any]:
         "output_frequencies_hz": freqs_out.tolist(),
         "channel_beams_deg": [[float(np.rad2deg(x)) for x in b] if b else None for b in beams],
         "cycles": cycles, "components_per_channel": niter_done.tolist(),
-        "minor_cycle_tasks": [{k: v for k, v in t.items() if k in ("chan", "worker", "t0", "t1", "niter", "stop")}
-                              for t in minor_tasks],
+        "minor_cycle_tasks": [{k: v for k, v in t.items() if k in _TASK_KEYS} for t in minor_tasks],
         "warnings": [w for w in [cell_warning] if w],
         "timings_s": {"total_s": round(time.perf_counter() - t_start, 3)},
         "files": files,

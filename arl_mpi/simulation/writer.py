@@ -10,7 +10,7 @@ end here, so a simulated store is written one way only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,8 @@ from typing import Any
 from arl_mpi.errors import ConfigError
 from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import PartitionInfo, StoreIndex, create_store, finalize_store
+from arl_mpi.mpienv import mpi_rank_size
+from arl_mpi.progress import Progress
 from arl_mpi.simulation.builtin import (
     Simulation,
     SimulationSettings,
@@ -28,6 +30,9 @@ from arl_mpi.simulation.builtin import (
 )
 
 log = logging.getLogger(__name__)
+
+#: Least seconds between two progress lines of a simulation (INFO; none at WARNING).
+PROGRESS_INTERVAL_S = 5.0
 
 #: ``map_partitions(write, pids)``: run ``write(pid)`` for every pid (anywhere), return the infos.
 PartitionMap = Callable[[Callable[[int], PartitionInfo], Sequence[int]], Iterable[PartitionInfo]]
@@ -83,12 +88,35 @@ class SimulatedPartitionWriter:
         return write_simulated_partition(self.store, self.sim, pid, self.plan)
 
 
+@dataclass
+class _Counted:
+    """``write(pid)`` that also counts the partition in ``progress`` (in the calling process)."""
+
+    write: Callable[[int], PartitionInfo]
+    progress: Progress
+
+    def __call__(self, pid: int) -> PartitionInfo:
+        info = self.write(pid)
+        self.progress.update(1)
+        return info
+
+
+def _counted_infos(infos: Iterable[PartitionInfo], progress: Progress) -> list[PartitionInfo]:
+    """Collect ``infos`` as they arrive, counting each in ``progress``."""
+    out = []
+    for info in infos:
+        out.append(info)
+        progress.update(1)
+    return out
+
+
 def process_pool_map(processes: int) -> PartitionMap:
     """A ``map_partitions`` running the writers in a local pool of ``processes`` processes."""
 
-    def run(write: Callable[[int], PartitionInfo], pids: Sequence[int]) -> list[PartitionInfo]:
+    def run(write: Callable[[int], PartitionInfo], pids: Sequence[int]) -> Iterator[PartitionInfo]:
+        # yields each partition's info as it is written (in order), so progress can follow
         with ProcessPoolExecutor(processes) as ex:
-            return list(ex.map(write, pids))
+            yield from ex.map(write, pids)
 
     return run
 
@@ -101,6 +129,7 @@ def write_simulated_store(
     *,
     processes: int = 1,
     map_partitions: PartitionMap | None = None,
+    progress_interval_s: float | None = None,
 ) -> StoreIndex | None:
     """Simulate the observation ``settings`` describes into a new store ``store``.
 
@@ -119,6 +148,10 @@ def write_simulated_store(
         ``map_partitions(writer, pids)`` runs ``writer(pid)`` for every partition wherever
         it likes (e.g. on Dask workers) and returns the :class:`PartitionInfo` s; this
         process then writes the index.
+    progress_interval_s : float, optional
+        Least seconds between two progress lines (INFO, with an estimate of the time left;
+        none when the log level is WARNING or above); default :data:`PROGRESS_INTERVAL_S`.
+        Under MPI every rank reports its own share.
 
     Returns
     -------
@@ -139,9 +172,22 @@ def write_simulated_store(
     writer = SimulatedPartitionWriter(str(store), settings, ntime_parts, nfreq_parts)
     if map_partitions is None and processes > 1:
         map_partitions = process_pool_map(processes)
+    interval = PROGRESS_INTERVAL_S if progress_interval_s is None else float(progress_interval_s)
     if map_partitions is None:  # serially, or every MPI rank its share
-        return write_store_parallel(store, writer.npart, writer, writer.sim.meta)
+        rank, size = mpi_rank_size()
+        mine = len(range(rank, writer.npart, size))
+        what = f"simulation of {store}" + (f" (rank {rank})" if size > 1 else "")
+        progress = Progress(what, mine, log, unit="partitions", interval_s=interval)
+        index = write_store_parallel(store, writer.npart, _Counted(writer, progress), writer.sim.meta)
+        progress.done()
+        return index
     log.info("simulating %d partitions into %s", writer.npart, store)
     create_store(store)
-    infos = list(map_partitions(writer, range(writer.npart)))
+    progress = Progress(f"simulation of {store}", writer.npart, log, unit="partitions", interval_s=interval)
+    infos = map_partitions(writer, range(writer.npart))
+    if isinstance(infos, Sequence):  # all at once (e.g. gathered from Dask): the closing line only
+        progress.count = len(infos)
+    else:  # as they are written (the process pool)
+        infos = _counted_infos(infos, progress)
+    progress.done()
     return finalize_store(store, writer.sim.meta(), infos)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from helpers import MPIEXEC, PYTHON, REPO, pipeline_command, run_or_dump
+from helpers import MPIEXEC, PYTHON, REPO, cli_env, pipeline_command, run_or_dump
 from netns import NetnsUnavailable, VirtualCluster, unavailable_reason
 from slurm_cluster import BINARIES, SlurmCluster, SlurmUnavailable, slurm_conf
 
@@ -344,3 +344,119 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
     finally:
         slurm.stop()
         shutil.rmtree(sroot, ignore_errors=True)
+
+
+# ---- workers that cannot reach the scheduler ------------------------------------------------
+#: Flags of the unreachable-scheduler runs: a small job, a short --cluster-timeout.
+CUT_TIMEOUT = 8
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """Two virtual hosts: ``h0`` for scheduler and driver, ``h1`` for the workers."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"no virtual hosts: {reason}")
+    vc = VirtualCluster(tmp_path_factory.mktemp("pair"), n=2)
+    try:
+        vc.__enter__()
+    except NetnsUnavailable as e:
+        pytest.skip(f"no virtual hosts: {e}")
+    try:
+        yield vc
+    finally:
+        vc.close()
+    assert vc.exists() == [], "namespaces left behind"
+
+
+def _link(vc: VirtualCluster, host: str, state: str) -> None:
+    subprocess.run(["ip", "-n", vc.host(host).netns, "link", "set", vc.iface, state], check=True, timeout=30)
+
+
+def _split_job(vc: VirtualCluster, tmp: Path, timeout: float, log_level: str) -> list[str]:
+    """``mpiexec -n 2 <on h0> : -n 2 <on h1>``: ranks 0 (scheduler) and 1 (driver) in ``h0``'s
+    network namespace, ranks 2-3 (workers) in ``h1``'s. Only the network is split: the ranks
+    share this machine, so MPI itself (shared memory, hydra's local proxy) still works while the
+    Dask traffic must cross the hosts' link."""
+    args = [PYTHON, "-m", "arl_mpi.pipeline", "--name", str(tmp / "run"), "--size", "64", "64", "--scale",
+            "120asec", "--niter", "10", "--time-partitions", "2", "--no-png", "--no-dashboard", "--interface",
+            vc.iface, "--cluster-timeout", str(timeout), "--log-level", log_level, "--scratch", str(tmp / "scr")]
+    part = [["-n", "2", "nsenter", f"--net=/run/netns/{vc.host(h).netns}", *args] for h in ("h0", "h1")]
+    return [MPIEXEC, *part[0], ":", *part[1]]
+
+
+def _check_one_line_ending(out: str, rc: int, expected: str, limit: int) -> list[str]:
+    """No traceback anywhere, exit 2, at most ``limit`` lines, the last one matching ``expected``
+    and saying what to check."""
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert "Traceback" not in out, out[-6000:]
+    assert rc == 2, out[-6000:]
+    assert len(lines) <= limit, "\n".join(lines)
+    last = lines[-1]
+    assert re.fullmatch(expected, last.split(" check that ")[0]), last
+    for needed in ("--interface", "firewall", "the workers' own log lines"):
+        assert needed in last, (needed, last)
+    return lines
+
+
+def test_workers_cannot_reach_scheduler_one_line(pair, tmp_path):
+    """The workers' host has lost its link: after --cluster-timeout the job ends with one line
+    naming the scheduler's address, 0 of 2 workers and what to check; exit 2 on every rank,
+    no traceback; each worker rank says once why it could not join."""
+    h0 = pair.host("h0")
+    _link(pair, "h1", "down")
+    try:
+        env = cli_env(tmp_path)
+        p = subprocess.run(_split_job(pair, tmp_path, 5, "WARNING"), capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=180)  # fmt: skip
+    finally:
+        _link(pair, "h1", "up")
+    out = p.stdout + p.stderr
+    addr = re.escape(f"tls://{h0.address}:")
+    lines = _check_one_line_ending(
+        out, p.returncode,
+        rf"arl_mpi\.pipeline: error: only 0 of 2 Dask workers reached the scheduler at {addr}\d+ within 5 s "
+        r"\(--cluster-timeout; --interface arl0\):", limit=3)  # fmt: skip
+    workers = [ln for ln in lines if "worker] ERROR" in ln]
+    assert sorted(ln.split("[rank ")[1][:1] for ln in workers) == ["2", "3"], lines
+    for ln in workers:
+        assert re.search(rf"could not join the Dask scheduler at {addr}\d+ within 5 s \(--interface arl0\): "
+                         r"OSError: \[Errno 101\] Network is unreachable$", ln), ln  # fmt: skip
+    assert pair.pids() == [] and not (tmp_path / "run-image.fits").exists()
+
+
+def test_workers_cut_off_later_one_line(pair, tmp_path):
+    """The workers arrive, then their host loses its link: the scheduler drops them (no
+    heartbeat, a dead connection), and after --cluster-timeout without a worker the job ends
+    with one line naming the scheduler and what to check; exit 2, no traceback on any rank."""
+    h0 = pair.host("h0")
+    env = cli_env(tmp_path)
+    p = subprocess.Popen(_split_job(pair, tmp_path, CUT_TIMEOUT, "INFO"), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)  # fmt: skip
+    lines, cut = [], False
+    try:
+        t_end = time.monotonic() + 180
+        for ln in p.stdout:
+            lines.append(ln)
+            if not cut and "MPI cluster up" in ln:
+                _link(pair, "h1", "down")
+                cut = True
+            assert time.monotonic() < t_end, "".join(lines)[-6000:]
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        _link(pair, "h1", "up")
+    out = "".join(lines)
+    assert cut, out[-6000:]
+    # lines beside the one-line error: the INFO lines of the start (cluster up, simulation) and
+    # the scheduler's notes that it removed the silent workers (at most three)
+    noisy = [ln for ln in lines if ln.strip() and " INFO " not in ln]
+    _check_one_line_ending(
+        out, p.returncode,
+        rf"arl_mpi\.pipeline: error: the Dask cluster has had no worker for {CUT_TIMEOUT} s: all 2 workers left the "
+        rf"scheduler at {re.escape(f'tls://{h0.address}:')}\d+ and none came back \(.*",
+        limit=12)  # fmt: skip
+    assert len(noisy) <= 4, "".join(noisy)
+    assert pair.pids() == [] and not (tmp_path / "run-image.fits").exists()

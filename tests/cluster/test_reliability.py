@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -327,6 +328,67 @@ def test_worker_loss(tmp_path, store, env_cli, mode):
     assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()
 
 
+def test_worker_loss_external_scheduler_completes_on_the_rest(tmp_path, store, env_cli):
+    """An external scheduler with two workers (separate ``dask worker --no-nanny`` processes,
+    so a killed one is not replaced): SIGKILL one after the first checkpoint; the run
+    completes on the remaining worker (the lost partitions reloaded from the store there) with
+    the images of an undisturbed local run (1e-6 of the peak)."""
+    from distributed import Client
+
+    env = dict(env_cli)
+    sfile = tmp_path / "scheduler.json"
+    logs = {}
+
+    def spawn(args: list[str], log: str) -> subprocess.Popen:
+        logs[log] = tmp_path / log
+        return subprocess.Popen([PYTHON, "-m", *args], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=open(logs[log], "w"), start_new_session=True)  # fmt: skip
+
+    daemons = [spawn(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                      "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)], "scheduler.log")]
+    try:
+        for i in range(2):
+            daemons.append(spawn(["distributed.cli.dask_worker", "--scheduler-file", str(sfile), "--nthreads", "1",
+                                  "--no-nanny", "--memory-limit", "1GB", "--local-directory",
+                                  str(tmp_path / f"w{i}")], f"worker{i}.log"))  # fmt: skip
+        t_end = time.monotonic() + 120
+        address, n = "", 0
+        while time.monotonic() < t_end and n < 2:
+            time.sleep(0.5)
+            if sfile.exists() and not address:
+                address = json.loads(sfile.read_text())["address"]
+            if address:
+                with Client(address, timeout=10) as c:
+                    n = len(c.scheduler_info()["workers"])
+        assert n == 2, {k: v.read_text()[-1000:] for k, v in logs.items()}
+        env["ARL_DASK_SCHEDULER"] = address
+        # several short major cycles on a small image: the kill lands mid-run, the run stays short
+        args = ["--vis", str(store), "--size", "128", "128", "--scale", "120asec", "--no-dashboard", "--no-png",
+                "--niter", "1000", "--mgain", "0.3", "--auto-threshold", "1", "--nmiter", "8", "--name", "run",
+                "--no-tls"]  # fmt: skip
+        p, _ = start_until_checkpoint(pipeline_command(tmp_path, None, args), tmp_path, env)
+        assert p.poll() is None, "the run ended before its first checkpoint"
+        out, err = kill_and_collect(p, daemons[1].pid, timeout=240)
+        assert p.returncode == 0, err[-3000:]
+        assert "Traceback" not in err, err[-3000:]
+        summary = json.loads((tmp_path / "run-summary.json").read_text())
+        assert len(summary["cycles"]) >= 2, summary.get("cycles")  # killed between major cycles
+        with Client(address, timeout=10) as c:
+            assert len(c.scheduler_info()["workers"]) == 1  # the run finished on the one left
+    finally:
+        for d in daemons:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(d.pid, signal.SIGKILL)
+            d.wait(timeout=30)
+    env_local = dict(env_cli)
+    ref = run_pipeline(tmp_path, None, [*args[:-2], "ref", "--workers", "2"], env_local)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    for kind in ("model", "residual", "image"):
+        a = fits.getdata(tmp_path / f"ref-{kind}.fits").astype(float)
+        b = fits.getdata(tmp_path / f"run-{kind}.fits").astype(float)
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), kind
+
+
 # --- no data loss: read-only inputs, SIGKILL in the middle of writing -------------------------
 
 
@@ -620,6 +682,32 @@ def test_cluster_without_workers_ends_with_one_line_error(monkeypatch, tmp_path)
     # watchdog can end it with this message; within() turns a hang into a failure
     with pytest.raises(ClusterError, match="no worker for 5 s"):
         within(300, run_with_client, job, settings)
+
+
+def test_external_scheduler_without_workers_one_line(monkeypatch, tmp_path):
+    """An external scheduler that no worker reaches: after --cluster-timeout one ClusterError
+    naming the scheduler's address, 0 of 1 workers and what to check (not Dask's
+    WorkerStartTimeoutError, which reached the user as an 'internal error')."""
+    from distributed import LocalCluster
+
+    from arl_mpi.cluster.runtime import connect_external
+    from arl_mpi.cluster.settings import ClusterSettings
+    from arl_mpi.errors import ClusterError
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", dashboard_address=None,
+                      host="127.0.0.1") as cluster:  # fmt: skip
+        monkeypatch.setenv("ARL_DASK_SCHEDULER", cluster.scheduler_address)
+        monkeypatch.delenv("ARL_DASK_SCHEDULER_FILE", raising=False)
+        settings = ClusterSettings(cluster_timeout=2, tls=False, dashboard=False, scratch=str(tmp_path))
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError) as e:
+            with connect_external(settings):
+                pass
+        msg = str(e.value)
+    assert time.monotonic() - t0 < 30
+    assert msg.startswith(f"only 0 of 1 Dask workers reached the scheduler at {cluster.scheduler_address} "
+                          "within 2 s"), msg  # fmt: skip
+    assert "\n" not in msg and "--interface" in msg and "firewall" in msg and "workers' own log lines" in msg
 
 
 def test_every_worker_paused_ends_with_one_line_error(monkeypatch, tmp_path):

@@ -164,3 +164,34 @@ def test_dask_sees_the_size_of_a_shard(store):
     assert shard.nbytes > 20_000
     assert shard.nbytes <= sizeof(shard) <= shard.nbytes + 4096
     assert sizeof(shard.blocks[0]) >= shard.blocks[0].nbytes
+
+
+def test_channel_runs_are_the_output_channel_map():
+    oc = np.array([0, 0, 1, 1, 1, 3])
+    runs = tasks._channel_runs(oc)
+    assert runs == [(0, slice(0, 2)), (1, slice(2, 5)), (3, slice(5, 6))]
+    assert tasks._channel_runs(np.zeros(0, int)) == []
+
+
+def test_residual_task_grids_the_resident_arrays_without_copies(store, monkeypatch):
+    """With one output channel the residual task hands ducc0 the shard's own arrays (no weighted,
+    subtracted or sliced copies); with two, each output channel's columns."""
+    path, _ = store
+    index = open_store(path)
+    shard = tasks.load_shard(str(path), [range(len(index.partitions))])
+    seen = []
+
+    def spy(uvw, freq, vis, model, weight, flags, cell, **kw):
+        seen.append((vis, weight, flags, freq.size))
+        return np.zeros(model.shape), 1.0
+
+    monkeypatch.setattr(tasks, "residual_unnormalised", spy)
+    model = np.ones((1, 64, 64))
+    tasks.invert_shard(shard, _grid(index, channels_out=1), model)
+    assert len(seen) == NFREQ
+    for (v, w, f, _), b in zip(seen, shard.blocks, strict=True):
+        assert v is b.vis and w is b.weight and f is b.flags
+    seen.clear()
+    tasks.invert_shard(shard, _grid(index, channels_out=2), np.ones((2, 64, 64)))
+    assert sum(n for *_, n in seen) == sum(b.freq.size for b in shard.blocks)
+    assert all(v.flags.c_contiguous for v, *_ in seen)

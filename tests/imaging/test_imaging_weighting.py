@@ -14,6 +14,7 @@ from arl_mpi.imaging import (
     taper_gaussian,
     to_stokes,
 )
+from arl_mpi.imaging.weighting import apply_cell_weights, cell_weights, padded_size, rank_filter
 
 NPIX, CELL = 64, 1e-3
 FREQ = np.array([100e6, 150e6])
@@ -77,6 +78,89 @@ def test_briggs_limits_and_formula():
             apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", bad, **kw)
     with pytest.raises(ValueError):
         apply_weighting(uvw, FREQ, weight, flags, dens, "super", **kw)
+
+
+def test_padded_size_is_wsclean_rule():
+    # ceil(n * padding), then up to a multiple of 4 (WSClean 3.1's padded image size)
+    assert padded_size(512) == 616  # 614.4 -> 615 -> 616
+    assert padded_size(1024) == 1232  # 1228.8 -> 1229 -> 1232
+    assert padded_size(500) == 600
+    assert padded_size(512, 1.0) == 512 and padded_size(514, 1.0) == 516
+    assert padded_size(100, 1.5) == 152  # 150 -> 152
+    with pytest.raises(ValueError):
+        padded_size(512, 0.9)
+
+
+def _rank_filter_loop(g, level, size):
+    """The rank filter written out cell by cell: window x - size//2 .. x + size//2 - 1 (clipped),
+    mean over the non-zero cells, strict comparison, zero cells untouched."""
+    out = g.copy()
+    ny, nx = g.shape
+    d = size // 2
+    for y in range(ny):
+        for x in range(nx):
+            if g[y, x] == 0:
+                continue
+            win = g[max(y - d, 0):min(y + d, ny), max(x - d, 0):min(x + d, nx)]
+            mean = win[win != 0].mean()
+            if g[y, x] > level * mean:
+                out[y, x] = level * mean
+    return out
+
+
+@pytest.mark.parametrize("level,size", [(3.0, 16), (1.5, 4), (2.0, 7)])
+def test_rank_filter_equals_cell_by_cell_definition(level, size):
+    rng = np.random.default_rng(3)
+    g = rng.lognormal(0.0, 1.5, size=(24, 40))
+    g[rng.uniform(size=g.shape) < 0.4] = 0.0  # empty cells are not counted
+    out = rank_filter(g, level, size)
+    ref = _rank_filter_loop(g, level, size)
+    assert np.count_nonzero(out != g) > 10  # the filter did something
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=0)
+    assert np.all(out[g == 0] == 0)
+    np.testing.assert_array_equal(rank_filter(g, 0.0, size), g)  # level < 1: off, as WSClean
+    np.testing.assert_array_equal(rank_filter(g, 0.99, size), g)
+    with pytest.raises(ValueError):
+        rank_filter(g, 3.0, 1)
+
+
+def test_rank_filter_caps_an_isolated_high_weight():
+    g = np.ones((32, 32))
+    g[10, 20] = 100.0
+    out = rank_filter(g, 3.0, 16)
+    # window 16 x 16 = 256 cells around (10, 20): mean (255 + 100) / 256, cap 3x that
+    assert out[10, 20] == pytest.approx(3.0 * (255 + 100) / 256, rel=1e-12)
+    assert np.all(np.delete(out.ravel(), 10 * 32 + 20) == 1.0)
+
+
+def test_cell_weights_on_padded_grid_and_rank_filter():
+    uvw, weight, flags = _data()
+    n = padded_size(NPIX)  # 80 cells of 1 / (80 CELL)
+    dens = grid_weight_density(uvw, FREQ, weight, flags, n, n, CELL)
+    assert dens[: n // 2].sum() == 0  # only the folded half plane is filled
+    # uniform on the padded grid: every occupied padded cell sums to 1
+    g = cell_weights(dens, "uniform")
+    w = apply_cell_weights(uvw, FREQ, weight, flags, g, CELL)
+    u = uvw[:, 0:1] * FREQ / C_LIGHT
+    v = uvw[:, 1:2] * FREQ / C_LIGHT
+    s = np.where((v < 0) | ((v == 0) & (u < 0)), -1, 1)
+    cells = (np.floor(s * v * n * CELL).astype(int) + n // 2) * n + np.floor(s * u * n * CELL).astype(int) + n // 2
+    per_cell = np.bincount(cells[~flags], weights=w[~flags], minlength=n * n)
+    np.testing.assert_allclose(per_cell[dens.ravel() > 0], 1.0, rtol=1e-12)
+    # Briggs: 1 / (1 + W f^2) in every half-plane cell (1 where empty, as WSClean), then the filter
+    b = cell_weights(dens, "briggs", 0.5)
+    half = dens[n // 2:]
+    f2 = (5 * 10**-0.5) ** 2 / (np.sum(half**2) / half.sum())
+    np.testing.assert_allclose(b[n // 2:], 1 / (1 + half * f2), rtol=1e-12)
+    assert np.all(b[: n // 2] == 0)
+    bf = cell_weights(dens, "briggs", 0.5, 3.0, 16)
+    np.testing.assert_allclose(bf[n // 2:], _rank_filter_loop(b[n // 2:], 3.0, 16), rtol=1e-12)
+    # apply_weighting does the same two steps
+    ws = apply_weighting(uvw, FREQ, weight, flags, dens, "briggs", 0.5, cell=CELL, npix_x=n, npix_y=n,
+                         rank_filter_level=3.0, rank_filter_size=16)
+    np.testing.assert_allclose(ws, apply_cell_weights(uvw, FREQ, weight, flags, bf, CELL), rtol=1e-15)
+    with pytest.raises(ValueError):
+        cell_weights(dens, "natural")
 
 
 def test_taper_gaussian():

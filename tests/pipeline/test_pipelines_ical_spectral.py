@@ -96,6 +96,12 @@ def test_ical_recovers_injected_gains(tmp_path, env_cli):
     assert summary["dynamic_range_gain"] >= 10, summary["rounds"]
     assert Path(f"{name}-gains.png").is_file() and Path(f"{name}-ical0-image.fits").is_file()
     gt = read_gaintable(f"{name}-gains.h5")
+    # the same solutions as an h5parm (what DP3 / LoSoTo / WSClean read)
+    from arl_mpi.calibration.gaintable import read_gaintable_h5parm
+
+    hp = read_gaintable_h5parm(f"{name}-gains.h5parm")
+    np.testing.assert_allclose(hp.gain, gt.gain, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(hp.flags, gt.flags)
     truth = true_gains(build(builtin_simulation("ical")))
     ti = np.searchsorted(truth.time, gt.time)
     assert np.allclose(truth.time[ti], gt.time)

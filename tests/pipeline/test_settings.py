@@ -78,7 +78,23 @@ OLD_FLAGS = {
     "--weight",
     "--workers",
 }
-NEW_FLAGS = {"--parallel-deconvolution", "--memory-check", "--shards"}
+NEW_FLAGS = {"--parallel-deconvolution", "--memory-check", "--shards", "--apply-solutions"}
+# WSClean's weighting grid (-padding, -weighting-rank-filter[-size]): they change the images
+WEIGHTING_FIELDS = {"padding", "weighting_rank_filter", "weighting_rank_filter_size"}
+NEW_FLAGS |= {"--" + f.replace("_", "-") for f in WEIGHTING_FIELDS}
+# --dask-report: Dask's performance report of the run (a diagnostic; does not change the images)
+DASK_REPORT_FIELDS = {"dask_report"}
+NEW_FLAGS |= {"--dask-report"}
+# --deconvolver (issue 13), the masks (issue 14): minor-cycle engine and masks; change the images
+DECONVOLUTION_FIELDS = {"deconvolver", "fits_mask", "auto_mask", "local_rms", "local_rms_window"}
+NEW_FLAGS |= {"--" + f.replace("_", "-") for f in DECONVOLUTION_FIELDS}
+# --pol (issue 14, changes the images); --predict, --predict-model, --write-model-data, --save-source-list (outputs)
+POL_FIELDS = {"pol", "join_polarizations"}
+OUTPUT_FIELDS = {"predict", "predict_model", "write_model_data", "save_source_list"}
+NEW_FLAGS |= {"--" + f.replace("_", "-") for f in POL_FIELDS | OUTPUT_FIELDS}
+# --apply-primary-beam, --primary-beam-limit, --mwa-path (issue 14): extra outputs, the images unchanged
+PRIMARY_BEAM_FIELDS = {"apply_primary_beam", "primary_beam_limit", "mwa_path"}
+NEW_FLAGS |= {"--" + f.replace("_", "-") for f in PRIMARY_BEAM_FIELDS}
 
 # The keep-list of image_settings() before it was derived from ``images`` metadata.
 OLD_IMAGE_KEYS = {
@@ -189,14 +205,19 @@ def test_defaults_unchanged_and_no_extra():
     d = Settings().as_dict()
     assert "extra" not in d
     assert {k: v for k, v in d.items() if k in OLD_DEFAULTS} == OLD_DEFAULTS
-    assert set(d) - set(OLD_DEFAULTS) == {"parallel_deconvolution", "memory_check", "shards"}
+    assert set(d) - set(OLD_DEFAULTS) == ({"parallel_deconvolution", "memory_check", "shards", "apply_solutions"}
+                                          | WEIGHTING_FIELDS | DASK_REPORT_FIELDS | DECONVOLUTION_FIELDS
+                                          | POL_FIELDS | OUTPUT_FIELDS | PRIMARY_BEAM_FIELDS)
+    assert d["apply_solutions"] is None
+    assert (d["padding"], d["weighting_rank_filter"], d["weighting_rank_filter_size"]) == (1.2, 3.0, 16)
     assert (d["parallel_deconvolution"], d["memory_check"], d["shards"]) == (0, "auto", "worker")
     json.dumps(d)  # JSON-friendly
 
 
 def test_image_settings_from_metadata():
     keys = set(Settings().image_settings())
-    assert keys == OLD_IMAGE_KEYS | {"parallel_deconvolution"}
+    assert keys == (OLD_IMAGE_KEYS | {"parallel_deconvolution", "apply_solutions"} | WEIGHTING_FIELDS
+                    | DECONVOLUTION_FIELDS | POL_FIELDS)
     a = settings_from_args(["--niter", "5"]).image_settings()
     assert a != settings_from_args(["--niter", "6"]).image_settings()
     # settings that do not change the images do not block a resume
@@ -365,18 +386,12 @@ def test_help_exits_0(capsys):
 
 
 @pytest.mark.parametrize("pipeline", ["ical", "spectral"])
-def test_resume_and_no_checkpoint_refused_without_checkpoints(pipeline, tmp_path):
-    with pytest.raises(ConfigError, match=f"^resume: not supported by the {pipeline} pipeline"):
-        settings_from_args(["--pipeline", pipeline, "--resume"])
-    with pytest.raises(
-        ConfigError, match=f"^no-checkpoint: not supported by the {pipeline} pipeline"
-    ):
-        settings_from_args(["--pipeline", pipeline, "--no-checkpoint"])
-    with pytest.raises(ConfigError, match="^resume: not supported"):
-        settings_from_args(
-            ["--config", toml(tmp_path, f'pipeline = "{pipeline}"\nresume = true\n')]
-        )
-    assert settings_from_args(["--pipeline", pipeline]).pipeline == pipeline
+def test_resume_and_no_checkpoint_accepted_by_every_pipeline(pipeline, tmp_path):
+    s = settings_from_args(["--pipeline", pipeline, "--resume"])
+    assert s.resume and s.checkpoint
+    assert not settings_from_args(["--pipeline", pipeline, "--no-checkpoint"]).checkpoint
+    s = settings_from_args(["--config", toml(tmp_path, f'pipeline = "{pipeline}"\nresume = true\n')])
+    assert s.resume and s.pipeline == pipeline
 
 
 def test_resume_and_no_checkpoint_continuum():
