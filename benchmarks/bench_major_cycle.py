@@ -154,7 +154,8 @@ def inprocess_cpu(store: Path, grid, weight: list[str], model: np.ndarray, data,
 def run_pipeline(store: Path, name: Path, args, env) -> dict:
     flags = ["--vis", str(store), "--size", str(args.size), str(args.size), "--scale", args.scale,
              "--weight", *args.weight, "--niter", str(args.niter), "--nmiter", str(args.nmiter), "--mgain", "0.8",
-             "--no-png", "--no-dashboard", "--no-checkpoint", "--log-level", "WARNING", "--threads-per-worker", "1"]
+             "--no-png", "--no-dashboard", "--no-checkpoint", "--log-level", "WARNING", "--threads-per-worker", "1",
+             "--gridder-threads", str(args.gridder_threads)]
     t0 = time.perf_counter()
     subprocess.run([MPIEXEC, "-n", str(args.ranks), PY, "-m", "arl_mpi.pipeline", "--name", str(name), *flags],
                    check=True, env=env, cwd=name.parent)
@@ -182,6 +183,9 @@ def main() -> None:
     p.add_argument("--nmiter", type=int, default=4)
     p.add_argument("--ranks", type=int, default=4, help="mpiexec -n (ranks - 2 workers, 1 thread each)")
     p.add_argument("--threads", type=int, default=2, help="ducc0 threads of the raw reference")
+    p.add_argument("--gridder-threads", type=int, default=1,
+                   help="ducc0 threads per gridding task of the pipeline (e.g. --ranks 3 --gridder-threads 2: "
+                   "one worker with the node's 2 cores)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--local-cycles", type=int, default=2, help="LocalCluster cycles per repeat (CPU-time measure)")
     p.add_argument("--inprocess-only", action="store_true",
@@ -240,7 +244,8 @@ def main() -> None:
     med = {k: float(np.median([sp[k] for sp in splits])) for k in splits[0]}
     print(f"\n{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, weight {' '.join(args.weight)}, "
           f"epsilon {grid.epsilon}, w-correction {grid.do_wgridding}; mpiexec -n {args.ranks} "
-          f"({args.ranks - 2} workers x 1 thread) vs raw ducc0 on {args.threads} threads; {args.repeat} repeats")
+          f"({args.ranks - 2} workers x {args.gridder_threads} ducc0 threads) vs raw ducc0 on {args.threads} "
+          f"threads; {args.repeat} repeats")
     print(f"raw ducc0 dirty2vis + vis2dirty (ducc0's sigma):  {spread(raw)}")
     print(f"raw ducc0, the pipeline's fixed sigma {grid.gridder_sigma}: {spread(raw_fixed)}")
     print(f"ours, one major cycle (mpiexec, TLS):             {spread(ours)}")
