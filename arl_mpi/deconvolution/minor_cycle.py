@@ -125,10 +125,17 @@ def mfs_image(cube: np.ndarray, sumwt: np.ndarray) -> np.ndarray:
     return np.einsum("c,cyx->yx", w, cube) / w.sum() if w.sum() > 0 else cube.mean(axis=0)
 
 
-def residual_stats(residual: np.ndarray, sumwt: np.ndarray) -> tuple[float, float]:
-    """(absolute peak, MAD sigma) of the (MFS) residual, as used by the stopping rule."""
+def residual_stats(
+    residual: np.ndarray, sumwt: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(absolute peak, MAD sigma) of the (MFS) residual, as used by the stopping rule.
+
+    With a clean ``mask`` ([ny, nx] bool, e.g. ``--fits-mask``) the peak is the largest inside it
+    (where CLEAN may still put components); sigma is always the whole image's.
+    """
     img = residual[0] if residual.shape[0] == 1 else mfs_image(residual, sumwt)
-    return float(np.max(np.abs(img))), float(mad_sigma(img))
+    inside = img[mask] if mask is not None and mask.shape == img.shape and mask.any() else img
+    return float(np.max(np.abs(inside))), float(mad_sigma(img))
 
 
 def reference_frequency(freqs: np.ndarray, sumwt: np.ndarray) -> float:

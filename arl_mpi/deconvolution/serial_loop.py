@@ -197,7 +197,7 @@ def clean_image_domain(
     cycles: list[dict[str, Any]] = []
     niter_done, last = 0, None
     while True:
-        peak, sigma = residual_stats(residual, w)
+        peak, sigma = residual_stats(residual, w, settings.mask)
         stop, reason = stop_rule(peak, sigma, niter_done, len(cycles), settings, last)
         if stop:
             break

@@ -115,7 +115,7 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
     minor_info: dict[str, Any] = {"where": "driver", "subimages": None}
     t_major = t_minor = 0.0
     while s.niter > 0:
-        peak, sigma = minor.residual_stats(residual, sumwt)
+        peak, sigma = minor.residual_stats(residual, sumwt, cs.mask)  # a --fits-mask: the peak inside it
         stop, stop_reason = minor.stop_rule(peak, sigma, niter_done, cycle, cs, last_minor)
         if stop:
             break
@@ -136,7 +136,7 @@ def clean_loop(client, s: Settings, data: list, grid: GridSpec, freqs_out: np.nd
         split = cycle_time_split(ts.data, dt_major)
         t_major += dt_major
         cycle += 1
-        new_peak, new_sigma = minor.residual_stats(residual, sumwt)
+        new_peak, new_sigma = minor.residual_stats(residual, sumwt, cs.mask)
         rec = {"cycle": cycle, "minor_iterations": last_minor, "total_iterations": niter_done,
                "start_peak": peak, "peak": new_peak, "rms_mad": new_sigma,
                "model_flux": float(model.sum() / model.shape[0]), "minor_stop": info.get("stop_reason"),

@@ -138,3 +138,21 @@ def test_wrong_mask_shape_exits_2_before_any_output(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(bad) in err and "32 x 32" in err and "64 x 64" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_stopping_peak_is_the_masked_peak():
+    """With a --fits-mask the major cycle's stopping peak is the one inside the mask (a bright
+    source outside it would otherwise keep the loop going until no_progress); sigma is global."""
+    from arl_mpi.deconvolution.minor_cycle import residual_stats
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 0.01, (1, 64, 64))
+    img[0, 10, 10] = 5.0  # outside the mask
+    img[0, 40, 40] = 0.5  # inside
+    mask = np.zeros((64, 64), bool)
+    mask[30:50, 30:50] = True
+    peak, sigma = residual_stats(img, np.ones(1), mask)
+    assert peak == 0.5
+    peak_all, sigma_all = residual_stats(img, np.ones(1))
+    assert peak_all == 5.0 and sigma == sigma_all
+    assert abs(sigma - 0.01) < 0.002
