@@ -28,6 +28,8 @@ import ducc0
 import numpy as np
 import scipy.ndimage
 
+from arl_mpi.errors import InputError
+
 __all__ = ["MAX_LIST", "PsfConvolver", "psf_sidelobe", "subminor_clean"]
 
 log = logging.getLogger(__name__)
@@ -248,6 +250,9 @@ def subminor_clean(
         if maskf is not None:
             absbuf[~maskf] = 0
         peak = float(absbuf.max()) if absbuf.size else 0.0
+        if not np.isfinite(peak):
+            raise InputError("minor cycle: the residual image has non-finite pixels (NaN or inf): check the "
+                             "data's weights and flags (a channel or partition with no valid samples?)")
         if peak <= 0.0:
             stopped = "empty"
             break
@@ -259,11 +264,12 @@ def subminor_clean(
             break
         level = max(level_stop, frac * peak)
         sel = np.flatnonzero(absbuf > level)
-        if sel.size > max_list:
+        if sel.size > max_list:  # the max_list largest (ties included exactly: no empty list)
             vals = absbuf[sel]
-            kth = sel.size - max_list
-            level = float(np.partition(vals, kth)[kth])
-            sel = sel[vals > level]
+            top = np.argpartition(vals, sel.size - max_list)[sel.size - max_list:]
+            nxt = np.partition(vals, sel.size - max_list - 1)[sel.size - max_list - 1]
+            level = float(nxt)  # the largest value left out of the list
+            sel = np.sort(sel[top])
         loops += 1
         vals = flat_res[sel].astype(rdtype)
         # PSF value at list pixel i for a component at list pixel j: gflat[linc[i] - lin[j]];
@@ -284,13 +290,16 @@ def subminor_clean(
         cache: dict[int, np.ndarray] = {}
         seen: set[int] = set()
         max_cached = CACHE_BYTES // max(1, sel.size * gvals.itemsize)
+        first = True  # the list holds the global peak (> level_stop): one component always, so a
+        # list whose values tie with the level still makes progress
         while done < niter:
             np.abs(vals, out=absv)
             if wsel is not None:
                 absv *= wsel
             j = int(absv.argmax())
-            if absv[j] <= level:
+            if absv[j] <= level and not first:
                 break
+            first = False
             amp = gain * float(vals[j])
             comp[j] += amp
             if keep_sel is None or keep_sel[j]:

@@ -182,3 +182,26 @@ def test_radler_engine_same_fluxes(reference):
     model, info = minor_cycle_step(dirty, psf_img(2 * N), None, settings)
     assert info["engine"] == "radler" and info["stop_reason"] == "threshold"
     np.testing.assert_allclose(fluxes(model), fluxes(ours), rtol=0.01)
+
+
+def test_list_of_tied_values_makes_progress_and_nan_is_one_line():
+    """More pixels than the list holds, all at one value (ties at the cut): the list is never
+    empty and every loop makes progress; a NaN residual is a one-line InputError, not a crash."""
+    from arl_mpi.deconvolution.subminor import subminor_clean
+    from arl_mpi.errors import InputError
+
+    n = 64
+    psf = np.zeros((2 * n, 2 * n))
+    psf[n, n] = 1.0  # a delta PSF: components never touch other pixels
+    res = np.zeros((n, n))
+    res[:40, :40] = 1.0  # 1600 tied pixels
+    work = res.copy()
+    model, info = subminor_clean(work, psf, gain=1.0, niter=1600, level_stop=0.5, mask=None, keep=None,
+                                 max_list=100)
+    model = model.reshape(n, n)
+    assert np.isclose(model.sum(), 1600.0) and np.all(model[:40, :40] == 1.0)
+    assert np.abs(work).max() < 1e-12  # the FFT update leaves round-off only
+    bad = res.copy()
+    bad[50, 50] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        subminor_clean(bad, psf, gain=0.1, niter=10, level_stop=0.0, mask=None, keep=None)
