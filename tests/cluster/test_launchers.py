@@ -18,7 +18,7 @@ import psutil
 import pytest
 from astropy.io import fits
 from helpers import PYTHON, cli_env, run_or_dump, simulate_store
-from test_reliability import kill_and_collect, start_until_checkpoint
+from test_reliability import _rank_pids, kill_and_collect, start_until_checkpoint
 from test_site_mpi import MPIRUN, MPIRUN_ARGS, site_python  # noqa: F401 - site_python is a fixture
 
 pytestmark = [pytest.mark.mpi]
@@ -26,23 +26,6 @@ pytestmark = [pytest.mark.mpi]
 # several short major cycles on a small image: the kill lands mid-run, the runs stay short
 CYCLES = ["--size", "128", "128", "--scale", "120asec", "--no-dashboard", "--no-png", "--niter", "1000",
           "--mgain", "0.3", "--auto-threshold", "1", "--nmiter", "8"]  # fmt: skip
-
-
-def _open_mpi_rank_pids(rank: int, launcher: int) -> list[int]:
-    """PIDs of MPI rank ``rank`` among the descendants of this test's ``mpirun`` (Open MPI sets
-    ``OMPI_COMM_WORLD_RANK`` in each rank's environment)."""
-    try:
-        kids = psutil.Process(launcher).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    pids = []
-    for proc in kids:
-        try:
-            if proc.environ().get("OMPI_COMM_WORLD_RANK") == str(rank) and "python" in proc.name():
-                pids.append(proc.pid)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return pids
 
 
 def test_open_mpi_worker_rank_killed_ends_job_then_resume(site_python, tmp_path):  # noqa: F811
@@ -53,7 +36,7 @@ def test_open_mpi_worker_rank_killed_ends_job_then_resume(site_python, tmp_path)
     p, ck = start_until_checkpoint(mpirun, tmp_path, env)
     assert p.poll() is None and ck.exists(), "the run ended before its first checkpoint"
     launched = psutil.Process(p.pid).children(recursive=True)
-    victims = _open_mpi_rank_pids(2, p.pid)
+    victims = _rank_pids(2, p.pid, "OMPI_COMM_WORLD_RANK")
     assert len(victims) == 1, victims
     t_kill = time.monotonic()
     out, err = kill_and_collect(p, victims[0], timeout=120)

@@ -264,9 +264,10 @@ def test_not_a_store(tmp_path, env_cli, what):
     assert not list(tmp_path.glob("x-*.fits"))
 
 
-def _rank_pids(rank: int, launcher: int) -> list[int]:
+def _rank_pids(rank: int, launcher: int, rank_var: str = "PMI_RANK") -> list[int]:
     """PIDs of MPI rank ``rank`` among the descendants of the ``launcher`` (mpiexec) process,
-    so a concurrently running job on the same machine is never the one hit."""
+    so a concurrently running job on the same machine is never the one hit. ``rank_var`` is the
+    launcher's rank variable (MPICH's ``PMI_RANK``, Open MPI's ``OMPI_COMM_WORLD_RANK``)."""
     import psutil
 
     try:
@@ -276,7 +277,7 @@ def _rank_pids(rank: int, launcher: int) -> list[int]:
     pids = []
     for proc in kids:
         try:
-            if proc.environ().get("PMI_RANK") == str(rank) and "python" in proc.name():
+            if proc.environ().get(rank_var) == str(rank) and "python" in proc.name():
                 pids.append(proc.pid)
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
