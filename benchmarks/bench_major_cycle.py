@@ -154,8 +154,8 @@ def inprocess_cpu(store: Path, grid, weight: list[str], model: np.ndarray, data,
 def run_pipeline(store: Path, name: Path, args, env) -> dict:
     flags = ["--vis", str(store), "--size", str(args.size), str(args.size), "--scale", args.scale,
              "--weight", *args.weight, "--niter", str(args.niter), "--nmiter", str(args.nmiter), "--mgain", "0.8",
-             "--no-png", "--no-dashboard", "--no-checkpoint", "--log-level", "WARNING", "--threads-per-worker", "1",
-             "--gridder-threads", str(args.gridder_threads)]
+             "--no-png", "--no-dashboard", "--no-checkpoint", "--log-level", "WARNING",
+             "--threads-per-worker", str(args.threads_per_worker), "--gridder-threads", str(args.gridder_threads)]
     t0 = time.perf_counter()
     subprocess.run([MPIEXEC, "-n", str(args.ranks), PY, "-m", "arl_mpi.pipeline", "--name", str(name), *flags],
                    check=True, env=env, cwd=name.parent)
@@ -186,6 +186,8 @@ def main() -> None:
     p.add_argument("--gridder-threads", type=int, default=1,
                    help="ducc0 threads per gridding task of the pipeline (e.g. --ranks 3 --gridder-threads 2: "
                    "one worker with the node's 2 cores)")
+    p.add_argument("--threads-per-worker", type=int, default=1,
+                   help="Dask threads of each pipeline worker (partition tasks run at the same time)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--local-cycles", type=int, default=2, help="LocalCluster cycles per repeat (CPU-time measure)")
     p.add_argument("--inprocess-only", action="store_true",
@@ -231,7 +233,8 @@ def main() -> None:
         raw.append(wall)
         raw_cpu.append(c)
         raw_fixed.append(raw_cycle(data, model, grid, args.threads, grid.gridder_sigma)[0])
-        lc = local_cycles(store, grid, args.weight, model, args.local_cycles, args.ranks - 2)
+        lc = (local_cycles(store, grid, args.weight, model, args.local_cycles, args.ranks - 2)
+              if args.local_cycles else [])
         local += [x[0] for x in lc]
         local_cpu += [x[1] for x in lc]
         print(json.dumps({"repeat": rep, "raw_s": round(raw[-1], 3), "raw_cpu_s": round(raw_cpu[-1], 3),
@@ -244,19 +247,21 @@ def main() -> None:
     med = {k: float(np.median([sp[k] for sp in splits])) for k in splits[0]}
     print(f"\n{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, weight {' '.join(args.weight)}, "
           f"epsilon {grid.epsilon}, w-correction {grid.do_wgridding}; mpiexec -n {args.ranks} "
-          f"({args.ranks - 2} workers x {args.gridder_threads} ducc0 threads) vs raw ducc0 on {args.threads} "
+          f"({args.ranks - 2} workers x {args.threads_per_worker} threads x {args.gridder_threads} ducc0 threads) "
+          f"vs raw ducc0 on {args.threads} "
           f"threads; {args.repeat} repeats")
     print(f"raw ducc0 dirty2vis + vis2dirty (ducc0's sigma):  {spread(raw)}")
     print(f"raw ducc0, the pipeline's fixed sigma {grid.gridder_sigma}: {spread(raw_fixed)}")
     print(f"ours, one major cycle (mpiexec, TLS):             {spread(ours)}")
-    print(f"ours, LocalCluster {args.ranks - 2} workers, wall:           {spread(local)}")
-    print(f"CPU seconds (all processes): raw {spread(raw_cpu)}; ours (LocalCluster) {spread(local_cpu)}; "
-          f"ratio {np.median(local_cpu) / np.median(raw_cpu):.2f}")
+    if local:
+        print(f"ours, LocalCluster {args.ranks - 2} workers, wall:           {spread(local)}")
+        print(f"CPU seconds (all processes): raw {spread(raw_cpu)}; ours (LocalCluster) {spread(local_cpu)}; "
+              f"ratio {np.median(local_cpu) / np.median(raw_cpu):.2f}")
     print("ours, median split: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
     print(f"ratio ours / raw = {np.median(ours) / np.median(raw):.2f} "
           f"(per repeat: {', '.join(f'{o / r:.2f}' for o, r in zip(per_rep, raw, strict=True))}); "
           f"ours / raw_fixed_sigma = {np.median(ours) / np.median(raw_fixed):.2f}; "
-          f"LocalCluster / raw = {np.median(local) / np.median(raw):.2f}")
+          f"LocalCluster / raw = {np.median(local) / np.median(raw) if local else float('nan'):.2f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Pipeline cases run in this process: the pipeline's own ``main`` (settings, the c
 any cluster starts, the driver) under :func:`arl_mpi.cli.run_cli`, with one shared local
 cluster in place of a new one per case; ingest cases through ``arl_mpi.ingest``'s ``main``;
 one case runs as a subprocess to pin the real entry point. A full disk while the outputs are
-written is its own test (a tmpfs mounted by the test; needs root). The catalogue and its
+written has tests of its own (a tmpfs mounted by the test; needs root): the image outputs,
+the gain tables, the checkpoints and a store being ingested. The catalogue and its
 messages are listed in docs/reliability.md.
 """
 
@@ -467,3 +468,205 @@ def test_disk_full_while_writing_outputs(small_disk, tmp_path, client, capsys):
         if n.endswith(".fits"):
             assert fits.getdata(small_disk / n).shape[-1] == 128, n  # complete
     assert tree_hash(s) == before
+
+
+def fill_disk(disk: Path, leave: int) -> Path:
+    """An earlier output of random bytes that leaves about ``leave`` bytes of ``disk`` free."""
+    st = os.statvfs(disk)
+    filler = disk / "earlier.bin"
+    filler.write_bytes(np.random.default_rng(0).bytes(max(0, st.f_bavail * st.f_frsize - leave)))
+    return filler
+
+
+def no_space(call, final: Path) -> str:
+    """``call()`` meets a full disk: an OutputError (the CLI's one line after ``error:``, exit
+    2) of one line naming ``final``; returns the line."""
+    from arl_mpi.errors import OutputError
+
+    with pytest.raises(OutputError) as e:
+        call()
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"{final}: No space left on device"), line
+    return line
+
+
+def small_gaintable(ntime: int, nant: int = 30, nfreq: int = 8):
+    from arl_mpi.calibration.gaintable import GainTable
+
+    shape = (ntime, nant, nfreq, 2)
+    rng = np.random.default_rng(2)
+    return GainTable(time=5e9 + np.arange(ntime) * 10.0, interval=np.full(ntime, 10.0),
+                     freq=1e8 + np.arange(nfreq) * 1e6, antennas=np.array([f"A{i}" for i in range(nant)]),
+                     gain=np.exp(1j * rng.uniform(-1, 1, shape)), weight=np.ones(shape),
+                     flags=np.zeros(shape, bool), receptors=["X", "Y"])
+
+
+@pytest.mark.parametrize("writer", ["gaintable", "h5parm"])
+def test_disk_full_while_writing_gain_solutions(small_disk, writer):
+    """ICAL's gain table (``PREFIX-gains.h5``) and h5parm on a 1 MiB disk: a 10-time table
+    (~100 kB) is written; a 200-time one (~2 MB) is not: one line naming it, nothing under
+    its name, no temporary, the earlier table reads back unchanged."""
+    from arl_mpi.calibration.gaintable import (
+        read_gaintable,
+        read_gaintable_h5parm,
+        write_gaintable,
+        write_gaintable_h5parm,
+    )
+
+    write, read = {"gaintable": (write_gaintable, read_gaintable),
+                   "h5parm": (write_gaintable_h5parm, read_gaintable_h5parm)}[writer]
+    small, big = small_gaintable(10), small_gaintable(200)
+    write(small_disk / "x-gains-1.h5", small)
+    before = tree_hash(small_disk)
+    line = no_space(lambda: write(small_disk / "x-gains.h5", big), small_disk / "x-gains.h5")
+    assert "files written before it are complete" in line, line
+    assert tree_hash(small_disk) == before  # nothing new: no final name, no temporary
+    np.testing.assert_allclose(read(small_disk / "x-gains-1.h5").gain, small.gain, rtol=1e-12)  # amp/phase
+
+
+def test_disk_full_while_predicting_into_a_store(small_disk, tmp_path, client, capsys):
+    """``--predict`` into ``PREFIX-predict.store`` on a disk with a few kB free: one line
+    naming the store, exit 2, nothing under its name (it was once written in place, so a
+    full disk left half a store there), no temporary, the earlier file and the input intact."""
+    s = good_store(tmp_path / "obs.store", nchan=4)
+    assert pipeline_in_process(["--name", str(tmp_path / "m"), *_vis(s, "--niter", "10", "--nmiter", "1")],
+                               client) == 0  # fmt: skip
+    before = tree_hash(s)
+    filler = fill_disk(small_disk, 8192)
+    disk_before = tree_hash(small_disk)
+    capsys.readouterr()
+    code = pipeline_in_process(["--name", str(small_disk / "x"), *_vis(s, "--predict", "--predict-model",
+                                                                      str(tmp_path / "m-model.fits"))], client)
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if not LOG_LINE.match(ln)]
+    assert code == 2 and len(err) == 1, err
+    assert f"{small_disk / 'x-predict.store'}: No space left on device" in err[0], err[0]
+    assert tree_hash(small_disk) == disk_before and filler.is_file()  # no store, no temporary
+    assert tree_hash(s) == before
+
+
+def test_disk_full_while_plotting_gains(small_disk):
+    """ICAL's ``PREFIX-gains.png`` when only a few kB are free: one line naming the PNG (it
+    once ended in ``internal error: OSError``), nothing under its name, no temporary, the
+    earlier file intact."""
+    pytest.importorskip("matplotlib")
+    from arl_mpi.calibration.plots import plot_gains
+
+    filler = fill_disk(small_disk, 4096)
+    before = tree_hash(small_disk)
+    no_space(lambda: plot_gains(small_gaintable(50), small_disk / "x-gains.png"), small_disk / "x-gains.png")
+    assert tree_hash(small_disk) == before and filler.is_file()
+
+
+def test_disk_full_while_writing_checkpoints(small_disk, tmp_path, monkeypatch):
+    """A checkpoint rewritten each cycle: cycle 2's no longer fits beside cycle 1's (600 kB
+    each on 1 MiB), so cycle 1's stays, complete, and --resume still reads it; the same for
+    the spectral checkpoint and ICAL's state; and for a checkpoint too large to build in
+    memory (HDF5 writing it itself): refused before HDF5 writes a byte."""
+    from arl_mpi.io import atomic
+    from arl_mpi.pipeline.checkpoint import (
+        IcalState,
+        SpectralCheckpoint,
+        ical_state_path,
+        read_ical_state,
+        read_spectral_checkpoint,
+        write_ical_state,
+        write_spectral_checkpoint,
+    )
+    from arl_mpi.pipeline.outputs import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
+
+    model = np.random.default_rng(3).normal(size=(1, 200, 375))  # 600 kB
+    prefix = str(small_disk / "x")
+    settings = {"niter": 10}
+    path = checkpoint_path(prefix)
+    write_checkpoint(prefix, Checkpoint(model=model, cycle=1, niter_done=5, settings=settings))
+    before = tree_hash(small_disk)
+    no_space(lambda: write_checkpoint(prefix, Checkpoint(model=2 * model, cycle=2, niter_done=9,
+                                                          settings=settings)), path)
+    assert tree_hash(small_disk) == before
+    ck = read_checkpoint(prefix, settings)
+    assert ck.cycle == 1 and np.array_equal(ck.model, model)
+
+    path.unlink()
+    spec = SpectralCheckpoint(model=model, cycle=1, niter_done=np.array([5]), last=np.array([5]),
+                              active=np.array([True]), settings=settings)
+    write_spectral_checkpoint(prefix, spec)
+    before = tree_hash(small_disk)
+    no_space(lambda: write_spectral_checkpoint(prefix, dataclasses.replace(spec, cycle=2)), path)
+    assert tree_hash(small_disk) == before and read_spectral_checkpoint(prefix, settings).cycle == 1
+
+    path.unlink()
+    fill_disk(small_disk, 64 << 10)
+    state = IcalState(round=1, gains=[small_gaintable(10)], settings=settings)
+    write_ical_state(prefix, dataclasses.replace(state, gains=[None]))
+    before = tree_hash(small_disk)
+    no_space(lambda: write_ical_state(prefix, state), ical_state_path(prefix))  # ~100 kB of gains
+    assert tree_hash(small_disk) == before and read_ical_state(prefix, settings).gains == [None]
+
+    monkeypatch.setattr(atomic, "IN_MEMORY_H5_BYTES", 0)  # the path of large checkpoints
+    no_space(lambda: write_checkpoint(prefix, Checkpoint(model=model, cycle=3, niter_done=9,
+                                                          settings=settings)), path)
+    assert tree_hash(small_disk) == before
+
+
+def test_disk_full_while_ingesting_a_store(small_disk, tmp_path, client, capsys):
+    """``python -m arl_mpi.ingest IN.uvfits DISK/obs.store`` with ~40 kB free (the store
+    needs ~110 kB): one line naming the store, exit 2, nothing under ``obs.store``, no
+    temporary store, the earlier file and the input untouched; the same for ``--vis
+    IN.uvfits`` ingesting into ``IN.uvfits.arlstore`` beside an input on the full disk, in
+    this process and on the Dask workers (the error raised there reaches the driver)."""
+    from arl_mpi.errors import OutputError
+    from arl_mpi.graphs.ingest_graph import ingest_on_workers
+    from arl_mpi.ingest import main as ingest_main
+    from arl_mpi.io.ingest import ensure_store_from_input
+
+    src = synthetic_uvfits(tmp_path / "in.uvfits")
+    on_disk = small_disk / "in.uvfits"
+    on_disk.write_bytes(src.read_bytes())
+    fill_disk(small_disk, 40 << 10)
+    before, src_before = tree_hash(small_disk), tree_hash(src)
+    store = small_disk / "obs.store"
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    capsys.readouterr()
+    try:
+        code = run_cli(ingest_main, [str(src), str(store), "--time-partitions", "3"], prog="arl_mpi.ingest")
+    finally:
+        root.handlers[:], root.level = handlers, level
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if not LOG_LINE.match(ln)]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"arl_mpi.ingest: error: {store}: No space left on device while writing "), lines[0]
+    assert tree_hash(small_disk) == before and tree_hash(src) == src_before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["earlier.bin", "in.uvfits"]
+
+    for where in (None, ingest_on_workers(client)):
+        with pytest.raises(OutputError) as e:
+            ensure_store_from_input(on_disk, time_partitions=3, map_partitions=where)
+        assert str(e.value).startswith(f"{on_disk}.arlstore: No space left on device while writing "), e.value
+        assert sorted(p.name for p in small_disk.iterdir()) == ["earlier.bin", "in.uvfits"]
+        assert tree_hash(small_disk) == before
+
+
+def test_ingest_never_writes_into_an_existing_store(tmp_path):
+    """``arl_mpi.ingest`` now writes under a temporary name and renames: an existing store,
+    or an unfinished one holding partitions, is refused by name and left as it was; an empty
+    directory made for the store is taken (as before), and no temporary is left."""
+    from arl_mpi.errors import StoreError
+    from arl_mpi.io.ingest import ingest
+
+    src = synthetic_uvfits(tmp_path / "in.uvfits")
+    done = good_store(tmp_path / "done.store")
+    half = tmp_path / "half.store"
+    (half / "partitions").mkdir(parents=True)
+    (half / "partitions" / "t0000-f0000.h5").write_bytes(b"x")
+    for store, needle in ((done, "a finished visibility store already exists here"),
+                          (half, "holds an unfinished store")):
+        before = tree_hash(store)
+        with pytest.raises(StoreError, match=needle) as e:
+            ingest(src, store, time_partitions=2)
+        assert str(e.value).startswith(str(store)) and tree_hash(store) == before
+    empty = tmp_path / "empty.store"
+    empty.mkdir()
+    assert len(ingest(src, empty, time_partitions=2).partitions) == 2
+    assert (empty / "index.h5").is_file()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

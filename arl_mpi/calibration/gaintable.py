@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from arl_mpi.io.atomic import atomic_h5
 from arl_mpi.io.h5parm import H5parmError, Solset, Soltab, read_h5parm, write_h5parm
 
 log = logging.getLogger(__name__)
@@ -244,9 +244,10 @@ def write_gaintable(
 ) -> Path:
     """Write a gain table to HDF5 atomically.
 
-    The file is written under a temporary name in the destination directory
-    and moved into place with :func:`os.replace`, so readers never see a
-    partial file.
+    The file is built in memory, written under a temporary name in the
+    destination directory and moved into place (:func:`arl_mpi.io.atomic.atomic_h5`),
+    so readers never see a partial file; a full disk is a one-line
+    :class:`~arl_mpi.errors.OutputError` naming ``path``.
 
     Parameters
     ----------
@@ -267,42 +268,34 @@ def write_gaintable(
     ------
     ValueError
         If ``path`` lies inside one of ``forbidden_dirs``.
+    OutputError
+        If the disk (or quota) is full; nothing is left under ``path`` or a temporary name.
     """
     if not isinstance(gt, GainTable):
         raise TypeError(f"write_gaintable: expected GainTable, got {type(gt).__name__}")
     path = Path(path)
     for d in forbidden_dirs:
         check_not_inside(path, d)
-    directory = path.resolve().parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMA_NAME
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["receptors"] = np.array(gt.receptors, dtype=h5py.string_dtype("utf-8"))
-            f.attrs["phase_only"] = np.bool_(gt.phase_only)
-            f.attrs["ref_ant"] = np.int64(gt.ref_ant)
-            f.attrs["axes"] = np.array(
-                ["time", "antenna", "freq", "receptor"], dtype=h5py.string_dtype("utf-8")
-            )
-            f.create_dataset("time", data=gt.time)
-            f.create_dataset("interval", data=gt.interval)
-            f.create_dataset("freq", data=gt.freq)
-            f.create_dataset(
-                "antennas",
-                data=np.array(gt.antennas.tolist(), dtype=object),
-                dtype=h5py.string_dtype("utf-8"),
-            )
-            f.create_dataset("gain", data=gt.gain)
-            f.create_dataset("weight", data=gt.weight)
-            f.create_dataset("flags", data=gt.flags)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_h5(path) as f:
+        f.attrs["schema"] = SCHEMA_NAME
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["receptors"] = np.array(gt.receptors, dtype=h5py.string_dtype("utf-8"))
+        f.attrs["phase_only"] = np.bool_(gt.phase_only)
+        f.attrs["ref_ant"] = np.int64(gt.ref_ant)
+        f.attrs["axes"] = np.array(
+            ["time", "antenna", "freq", "receptor"], dtype=h5py.string_dtype("utf-8")
+        )
+        f.create_dataset("time", data=gt.time)
+        f.create_dataset("interval", data=gt.interval)
+        f.create_dataset("freq", data=gt.freq)
+        f.create_dataset(
+            "antennas",
+            data=np.array(gt.antennas.tolist(), dtype=object),
+            dtype=h5py.string_dtype("utf-8"),
+        )
+        f.create_dataset("gain", data=gt.gain)
+        f.create_dataset("weight", data=gt.weight)
+        f.create_dataset("flags", data=gt.flags)
     log.debug("wrote gain table %s %s", path, gt.gain.shape)
     return path
 

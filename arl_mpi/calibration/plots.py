@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from arl_mpi.calibration.gaintable import GainTable
+from arl_mpi.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def plot_gains(
     """Plot gain phase (degrees) and amplitude against time, one line per antenna.
 
     Flagged solutions are not drawn.  The PNG is written to a temporary file
-    in the destination directory and moved into place with :func:`os.replace`.
+    in the destination directory and renamed (:func:`arl_mpi.io.atomic.atomic_path`).
 
     Parameters
     ----------
@@ -72,16 +72,8 @@ def plot_gains(
     if title:
         fig.suptitle(title)
 
-    directory = path.resolve().parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=directory)
-    os.close(fd)
-    try:
+    path.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:  # a full disk: one line naming the PNG, nothing under its name
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     log.debug("wrote gain plot %s", path)
     return path

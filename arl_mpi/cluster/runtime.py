@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -213,6 +214,9 @@ def local_client(settings: ClusterSettings, scratch: str):
         memory_limit=settings.memory_limit,
         host="127.0.0.1",
         dashboard_address=settings.dashboard_address if settings.dashboard else None,
+        worker_dashboard_address="127.0.0.1:0",
+        # Dask's nannies set OMP_NUM_THREADS=1, which ducc0 would take for its pool size
+        env={"DUCC0_NUM_THREADS": str(ducc0_pool_size(threads, settings.gridder_threads))},
         local_directory=scratch,
         **kwargs,
     )
@@ -231,6 +235,14 @@ def local_client(settings: ClusterSettings, scratch: str):
             cluster.close(timeout=10)
 
 
+def ducc0_pool_size(threads: int, gridder_threads: int) -> int:
+    """Threads of a worker's ducc0 pool, which is one per process and caps every call's
+    ``nthreads``: room for each of the worker's ``threads`` to run a call with
+    ``gridder_threads`` threads, or (``gridder_threads`` 0, the default) for one call on all
+    of them, as a worker grids its shard in one task at a time."""
+    return max(1, threads) * max(1, gridder_threads)
+
+
 def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -> int:
     from dask_mpi import initialize
     from mpi4py import MPI
@@ -246,6 +258,10 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
     configure_dask(settings)
     threads = settings.threads_per_worker or cores_per_rank()
     pin_numeric_threads(threads)
+    pool = ducc0_pool_size(threads, settings.gridder_threads)
+    os.environ["DUCC0_NUM_THREADS"] = str(pool)
+    if "ducc0" in sys.modules:  # imported already (by the caller): its pool was sized at import
+        sys.modules["ducc0"].misc.resize_thread_pool(pool)
     tls = None
     if settings.tls:
         tls = comm.bcast(make_tls_config() if rank == 0 else None, root=0)
@@ -259,7 +275,9 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
             dashboard=settings.dashboard,
             dashboard_address=settings.dashboard_address,
             protocol="tls" if tls else None,
-            worker_options={"death_timeout": settings.cluster_timeout},
+            # the worker's HTTP server (/health, /metrics) on loopback, as the dashboard: Dask
+            # binds it to every interface otherwise
+            worker_options={"death_timeout": settings.cluster_timeout, "dashboard_address": "127.0.0.1:0"},
             comm=comm,
             exit=False,
         )
@@ -271,8 +289,11 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
         is_driver = False
     if not is_driver:
         # Scheduler (rank 0) or worker (2+): its event loop has ended. Exit as the driver did.
-        status = comm.bcast(None, root=1)
-        _settle(comm)
+        status, lost = comm.recv(source=1, tag=STATUS_TAG)
+        if lost:  # no collective with a lost rank: its dead peer would hold MPI's progress forever
+            _exit_without_finalize(int(status))
+        else:
+            _settle(comm)
         return int(status)
     status, error = 1, None
     client = None
@@ -307,9 +328,19 @@ def _run_mpi(job: Callable[..., int], settings: ClusterSettings, scratch: str) -
         error = e
         status = 2 if isinstance(e, ArlError) else 1
     finally:
+        # Worker ranks the scheduler lost, where the launcher kept the others running (srun
+        # --no-kill --kill-on-bad-exit=0): they get the status last, and no rank then calls MPI
+        # again (a send to or a barrier with a dead rank waits forever inside MPI's progress).
+        lost = _lost_ranks(client, size) if "SLURM_STEP_ID" in os.environ else []
         _shutdown(client)
-        comm.bcast(status, root=1)
-        _settle(comm)
+        _send_status(comm, (status, lost), last=lost)
+        if lost:
+            log.warning("worker rank(s) %s left the job during the run (their share was redone by the "
+                        "others); the other ranks end without MPI_Finalize, which would wait for them",
+                        ", ".join(map(str, lost)))
+            _exit_without_finalize(status)
+        else:
+            _settle(comm)
     if error is not None:
         raise error
     return status
@@ -377,6 +408,61 @@ def missing_workers_line(client, expected: int, settings: ClusterSettings) -> st
         f"{settings.cluster_timeout:.0f} s (--cluster-timeout; --interface "
         f"{settings.interface or 'default'}): {NETWORK_ADVICE}"
     )
+
+
+#: MPI tag of the driver's exit status, sent to every other rank.
+STATUS_TAG = 7301
+_UNWAITED: list = []  # sends to lost ranks, never completed
+
+
+def _lost_ranks(client, size: int) -> list[int]:
+    """Worker ranks (2 … ``size - 1``) whose Dask worker the scheduler no longer has (dask-mpi
+    names each worker after its rank and runs it without a nanny: a lost worker is a lost
+    rank, or one cut off from the scheduler); ``[]`` when the scheduler cannot be asked."""
+    if client is None or getattr(client, "status", "closed") in ("closing", "closed"):
+        return []
+    try:
+        names = {str(w.get("name")) for w in client.scheduler_info()["workers"].values()}
+    except Exception:  # noqa: BLE001 - best effort: the scheduler may be gone
+        return []
+    return [r for r in range(2, size) if str(r) not in names]
+
+
+def _send_status(comm, message, last: list[int] = (), wait: float = 5.0) -> None:
+    """Send the driver's ``(status, lost ranks)`` to every other rank, point to point (a
+    broadcast tree may route it through a lost rank: under ``srun --no-kill`` the scheduler
+    rank then waited forever). Waits at most ``wait`` s for the sends, except to the ranks in
+    ``last``, which are sent to after the others and not waited for."""
+    me, size = comm.Get_rank(), comm.Get_size()
+    reqs = []
+    for dest in [r for r in range(size) if r != me and r not in last]:
+        with contextlib.suppress(Exception):
+            reqs.append(comm.isend(message, dest=dest, tag=STATUS_TAG))
+    t_end = time.monotonic() + wait
+    for req in reqs:
+        with contextlib.suppress(Exception):
+            while not req.test()[0] and time.monotonic() < t_end:
+                time.sleep(0.05)
+    for dest in last:  # a rank that is only cut off from the scheduler still gets the status
+        with contextlib.suppress(Exception):
+            _UNWAITED.append(comm.isend(message, dest=dest, tag=STATUS_TAG))  # kept until the exit
+
+
+def _exit_without_finalize(status: int) -> None:
+    """Make this process exit with ``status`` without ``MPI_Finalize``: after a rank of the job
+    was lost (a launcher that keeps the others, e.g. ``srun --no-kill --kill-on-bad-exit=0``),
+    MPICH's ``MPI_Finalize`` waits for it forever. Registered with :mod:`atexit`, so the caller's
+    error line and the logs are written first, and mpi4py's own finalize (due after it) never runs."""
+    import atexit
+
+    def _exit() -> None:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+
+    atexit.register(_exit)
 
 
 def _settle(comm, wait: float = 5.0) -> None:

@@ -82,6 +82,9 @@ class WorkerWatchdog:
         self.reason: str | None = None
         self.polls = 0
         self._limit = 0  # the largest worker memory limit seen (bytes; 0: none or unknown)
+        # --memory-limit as given: the limit shown when no live worker was ever seen (a nanny
+        # that gave up before the first poll)
+        self.limit_setting: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="arl-worker-watchdog", daemon=True)
 
@@ -114,8 +117,19 @@ class WorkerWatchdog:
         except Exception:  # noqa: BLE001 - the dict changed under us: assume it waits
             return True
 
+    def _known_limit(self) -> int:
+        """The largest limit seen, else ``--memory-limit`` in bytes (0: none, auto or unknown)."""
+        if self._limit or not self.limit_setting:
+            return self._limit
+        from dask.utils import parse_bytes
+
+        try:
+            return int(parse_bytes(self.limit_setting))
+        except (TypeError, ValueError):  # "auto" and the like
+            return 0
+
     def _why(self, state: str) -> str:
-        limit = self._limit
+        limit = self._known_limit()
         shown = f"{limit / 2**20:.0f} MiB" if limit else "its limit"
         if state == "none":
             hint = (
@@ -190,6 +204,7 @@ def run_job(
 
     dog = WorkerWatchdog(client, grace=settings.cluster_timeout)
     dog.expected = expected_workers
+    dog.limit_setting = settings.memory_limit
     with dog:
         try:
             return job(client)

@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from arl_mpi.errors import InputError
-from arl_mpi.io.atomic import atomic_path
+from arl_mpi.io.atomic import atomic_h5
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def write_h5parm(path: str | os.PathLike, solset: Solset) -> Path:
     pathlib.Path, the file written
     """
     path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         g = f.create_group(solset.name)
         g.attrs["h5parm_version"] = np.bytes_(H5PARM_VERSION)
         for k, v in solset.attrs.items():

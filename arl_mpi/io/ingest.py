@@ -30,12 +30,15 @@ from arl_mpi.errors import InputError, StoreError
 from arl_mpi.io.atomic import temporary_sibling
 from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import (
+    PARTITION_DIR,
     PartitionInfo,
     StoreIndex,
+    check_new_store,
     create_store,
     finalize_store,
     open_store,
     plan_partitions,
+    store_disk_full,
     write_partition,
 )
 from arl_mpi.progress import Progress
@@ -228,20 +231,42 @@ def ingest(
     Under MPI every rank opens the input read-only, plans the partitions from its times and
     reads and writes only the rows of its own partitions (``pid % size == rank``); rank 0
     writes the index. Each rank logs progress lines for its share every few seconds at INFO.
+    The store is written under a temporary name beside ``store`` and renamed when finished,
+    so a failed ingest (a full disk: one line naming ``store``) leaves nothing under ``store``.
     """
     from arl_mpi.mpienv import mpi_rank_size
 
+    final = check_new_store(store, unfinished=False)
     reader = open_reader(input_path, column, field, spw)
     tasks = plan_ingest(reader, time_partitions, freq_partitions)
     rank, size = mpi_rank_size()
     mine = tasks[rank::size]
     prog = _progress(f"{Path(input_path).name}" + (f" (rank {rank}'s share)" if size > 1 else ""), mine)
+    tmp = temporary_sibling(final)
+    if size > 1:  # one temporary name for every rank: rank 0's
+        from mpi4py import MPI
+
+        tmp = MPI.COMM_WORLD.bcast(tmp, root=0)
 
     def write_one(pid: int) -> PartitionInfo:
-        return write_task(reader, store, tasks[pid], prog.update)
+        return write_task(reader, tmp, tasks[pid], prog.update)
 
     try:
-        return write_store_parallel(store, len(tasks), write_one, reader.meta)
+        idx = write_store_parallel(tmp, len(tasks), write_one, reader.meta)
+        if idx is None:
+            return None
+        for d in (final / PARTITION_DIR, final):  # an empty directory left for it (create_store allows one)
+            if d.is_dir():
+                d.rmdir()
+        os.rename(tmp, final)
+        return open_store(final)
+    except BaseException as e:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        full = store_disk_full(final, e)
+        if full is not None:
+            raise full from None
+        raise
     finally:
         prog.done()
         reader.close()
@@ -349,6 +374,11 @@ def ensure_store_from_input(
                 log.info("reusing %s (ingested concurrently)", target)
             else:
                 raise
+    except BaseException as e:  # a full disk: one line naming the store, not its temporary name
+        full = store_disk_full(target, e)
+        if full is not None:
+            raise full from None
+        raise
     finally:
         reader.close()
         shutil.rmtree(tmp, ignore_errors=True)

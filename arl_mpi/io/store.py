@@ -40,7 +40,7 @@ from astropy.coordinates import EarthLocation, SkyCoord
 
 from arl_mpi import __version__
 from arl_mpi.errors import StoreError
-from arl_mpi.io.atomic import atomic_path
+from arl_mpi.io.atomic import DiskFullError, atomic_h5, is_disk_full
 from arl_mpi.models import Configuration, Visibility, frame_of
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,16 @@ def create_store(path: str | os.PathLike) -> Path:
     directory that is not an unfinished store: stores are never modified in place.
     Safe to call from several processes at once.
     """
+    p = check_new_store(path)
+    (p / PARTITION_DIR).mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def check_new_store(path: str | os.PathLike, unfinished: bool = True) -> Path:
+    """Raise ``StoreError`` unless ``path`` may become a new store (see :func:`create_store`).
+
+    ``unfinished=False`` also refuses an unfinished store that holds partition files.
+    """
     p = Path(path)
     if (p / INDEX_NAME).exists():
         raise StoreError(f"{p}: a finished visibility store already exists here; refusing to overwrite it")
@@ -179,8 +189,35 @@ def create_store(path: str | os.PathLike) -> Path:
         raise StoreError(f"{p}: exists and is not a directory")
     if p.is_dir() and any(x.name != PARTITION_DIR for x in p.iterdir()):
         raise StoreError(f"{p}: directory is not empty and is not an unfinished store")
-    (p / PARTITION_DIR).mkdir(parents=True, exist_ok=True)
+    if not unfinished and (p / PARTITION_DIR).is_dir() and any((p / PARTITION_DIR).iterdir()):
+        raise StoreError(f"{p}: holds an unfinished store (an interrupted write?); remove it and run again")
     return p
+
+
+def store_disk_full(store: str | os.PathLike, e: BaseException) -> DiskFullError | None:
+    """The one-line error for ``store`` not fitting on its disk, when ``e`` is a full disk (or
+    quota) met while one of its files was written under a temporary name; else None."""
+    if isinstance(e, DiskFullError):
+        what, reason = Path(e.path).name, e.reason
+    elif is_disk_full(e):
+        what, reason = "it", os.strerror(e.errno)
+    else:
+        return None
+    return DiskFullError(f"{store}: {reason} while writing {what} (nothing was left under {store}; "
+                         "free space and run again)", str(store), reason)
+
+
+def _write_partition_file(f: h5py.File, vis: Visibility, pid: int, time_block: int, freq_block: int,
+                          chan_start: int) -> None:
+    f.attrs["format"] = FORMAT + ".partition"
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["pid"] = pid
+    f.attrs["time_block"] = time_block
+    f.attrs["freq_block"] = freq_block
+    f.attrs["chan_start"] = chan_start
+    f.attrs["chan_stop"] = chan_start + vis.nchan
+    f.attrs["polarisations"] = json.dumps(list(vis.polarisations))
+    _write_partition_datasets(f, vis)
 
 
 def write_partition(
@@ -211,18 +248,10 @@ def write_partition(
     final = sp / PARTITION_DIR / fname
     if final.exists():
         raise StoreError(f"{final}: partition already written")
-    with atomic_path(final, mode=0o444) as tmp:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs["format"] = FORMAT + ".partition"
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["pid"] = pid
-            f.attrs["time_block"] = time_block
-            f.attrs["freq_block"] = freq_block
-            f.attrs["chan_start"] = chan_start
-            f.attrs["chan_stop"] = chan_start + vis.nchan
-            f.attrs["polarisations"] = json.dumps(list(vis.polarisations))
-            _write_partition_datasets(f, vis)
-        digest = sha256_file(tmp)
+    nbytes = sum(np.asarray(getattr(vis, k)).nbytes for k in _PART_FIELDS)
+    with atomic_h5(final, mode=0o444, nbytes=nbytes, in_memory=False, libver="latest") as f:
+        _write_partition_file(f, vis, pid, time_block, freq_block, chan_start)
+    digest = sha256_file(final)
     t = vis.time
     return PartitionInfo(
         pid=pid,
@@ -365,7 +394,7 @@ def finalize_store(store_path: str | os.PathLike, meta: StoreMeta, partitions: l
         if not (0 <= p.chan_start < p.chan_stop <= meta.frequency.size):
             raise StoreError(f"{sp}: partition {p.name} has channels outside the observation")
     cfg = meta.configuration
-    with atomic_path(sp / INDEX_NAME, mode=0o444) as tmp, h5py.File(tmp, "w", libver="latest") as f:
+    with atomic_h5(sp / INDEX_NAME, mode=0o444, libver="latest") as f:
         f.attrs["format"] = FORMAT
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["created"] = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())

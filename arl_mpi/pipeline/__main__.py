@@ -27,6 +27,19 @@ def cluster_settings(s: Settings) -> ClusterSettings:
     )
 
 
+def resolve_gridder_threads(s: Settings, client) -> Settings:
+    """``--gridder-threads 0`` (the default) made the workers' own threads: each worker grids
+    its shard in one task at a time, so one ducc0 call should use every thread the worker has
+    (``--threads-per-worker``). Not for ``--predict``, whose tasks (one per partition) already
+    run side by side on a worker's threads."""
+    if s.gridder_threads or s.predict:
+        return s
+    nthreads = [int(w.get("nthreads") or 1) for w in client.scheduler_info()["workers"].values()]
+    n = max(1, min(nthreads, default=1))
+    log.info("gridding with %d ducc0 thread(s) per task (the workers' threads; --gridder-threads)", n)
+    return dataclasses.replace(s, gridder_threads=n)
+
+
 def run(s: Settings, client) -> int:
     """Driver side: prepare the store, run the chosen pipeline, write the summary."""
     import warnings
@@ -38,6 +51,7 @@ def run(s: Settings, client) -> int:
     # lost worker then costs nothing (the scheduler re-sends them); not Dask's "large graph" case.
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     Path(s.name).parent.mkdir(parents=True, exist_ok=True)
+    s = resolve_gridder_threads(s, client)
     if s.resume:  # a missing checkpoint or other settings: refused before anything is written
         from arl_mpi.pipeline.checkpoint import check_resume
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from arl_mpi.calibration.gaintable import GainTable
 from arl_mpi.errors import ConfigError, InputError
-from arl_mpi.io.atomic import atomic_path
+from arl_mpi.io.atomic import atomic_h5
 
 ICAL_FORMAT = "arl_mpi.ical-state"
 SPECTRAL_FORMAT = "arl_mpi.spectral-checkpoint"
@@ -120,7 +120,7 @@ class IcalState:
 def write_ical_state(prefix: str, st: IcalState) -> Path:
     """Write ``PREFIX-ical-state.h5`` atomically (owner read/write only)."""
     path = ical_state_path(prefix)
-    with atomic_path(path, mode=0o600) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path, mode=0o600) as f:
         f.attrs["format"] = ICAL_FORMAT
         f.attrs["version"] = VERSION
         f.attrs["round"] = st.round
@@ -186,7 +186,7 @@ class SpectralCheckpoint:
 def write_spectral_checkpoint(prefix: str, ck: SpectralCheckpoint) -> Path:
     """Write ``PREFIX-checkpoint.h5`` atomically (owner read/write only)."""
     path = spectral_checkpoint_path(prefix)
-    with atomic_path(path, mode=0o600) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path, mode=0o600, nbytes=np.asarray(ck.model).nbytes) as f:
         f.attrs["format"] = SPECTRAL_FORMAT
         f.attrs["version"] = VERSION
         f.attrs["cycle"] = ck.cycle

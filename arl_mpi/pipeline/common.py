@@ -334,6 +334,24 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _ducc0_pool() -> int:
+    """Threads of this process's ducc0 pool (the cap on every gridding call's ``nthreads``)."""
+    import ducc0
+
+    return int(ducc0.misc.thread_pool_size())
+
+
+def worker_threads(client) -> dict[str, Any]:
+    """Per worker address: its Dask threads and its ducc0 pool (``--threads-per-worker``,
+    ``--gridder-threads``: a pool smaller than the gridder threads caps them)."""
+    info = client.scheduler_info()["workers"]
+    try:
+        pools = {k: int(v) for k, v in client.run(_ducc0_pool).items()}
+    except Exception:  # noqa: BLE001 - a site's worker without ducc0 fails later, with its own error
+        pools = {}
+    return {k: {"threads": int(w.get("nthreads", 0)), "ducc0_pool": pools.get(k)} for k, w in info.items()}
+
+
 def peak_memory(client) -> dict[str, Any]:
     """Peak resident memory of the driver, the scheduler and every worker process, in bytes
     (a worker restarted by its nanny reports its own life only)."""
@@ -356,7 +374,8 @@ def summary_header(pipeline: str, client, s: Settings, index: StoreIndex, res: I
     """The summary block every pipeline writes: what ran where, on which data."""
     nworkers = len(client.scheduler_info()["workers"])
     out: dict[str, Any] = {"pipeline": pipeline, "store": str(index.path), "settings": s.as_dict(),
-                           "workers": nworkers, "partitions": len(index.partitions)}
+                           "workers": nworkers, "partitions": len(index.partitions),
+                           "worker_threads": worker_threads(client)}
     if res is not None:
         out["shards"] = len(res.data)
         out["visibilities"] = {"samples": int(res.counts.samples), "unflagged": int(res.counts.unflagged),

@@ -20,7 +20,7 @@ import numpy as np
 
 from arl_mpi import __version__
 from arl_mpi.errors import ConfigError, InputError
-from arl_mpi.io.atomic import atomic_path, write_bytes_atomic
+from arl_mpi.io.atomic import atomic_h5, atomic_path, write_bytes_atomic
 from arl_mpi.io.fits import write_fits, write_png
 from arl_mpi.io.store import StoreIndex
 from arl_mpi.models import Image, image_wcs
@@ -150,7 +150,8 @@ def checkpoint_path(prefix: str) -> Path:
 def write_checkpoint(prefix: str, ck: Checkpoint) -> Path:
     """Write the checkpoint atomically (owner read/write only)."""
     path = checkpoint_path(prefix)
-    with atomic_path(path, mode=0o600) as tmp, h5py.File(tmp, "w") as f:
+    nbytes = np.asarray(ck.model).nbytes + (0 if ck.taylor is None else np.asarray(ck.taylor).nbytes)
+    with atomic_h5(path, mode=0o600, nbytes=nbytes) as f:
         f.attrs["format"] = "arl_mpi.checkpoint"
         f.attrs["version"] = CHECKPOINT_VERSION
         f.attrs["cycle"] = ck.cycle

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,18 @@ from arl_mpi.errors import InputError
 from arl_mpi.graphs import shard_graphs as graphs
 from arl_mpi.imaging.gridding import predict
 from arl_mpi.imaging.gridspec import output_channel_map
+from arl_mpi.io.atomic import temporary_sibling
 from arl_mpi.io.fits import read_fits
-from arl_mpi.io.store import StoreIndex, create_store, finalize_store, open_store, read_partition, write_partition
+from arl_mpi.io.store import (
+    StoreIndex,
+    check_new_store,
+    create_store,
+    finalize_store,
+    open_store,
+    read_partition,
+    store_disk_full,
+    write_partition,
+)
 from arl_mpi.models import Image
 from arl_mpi.pipeline.settings import Settings
 
@@ -129,19 +141,36 @@ def predict_partition(store: str, out: str, pid: int, model: np.ndarray, cell: f
 
 
 def predict_store(client, s: Settings, index: StoreIndex, model: np.ndarray, out: Path) -> StoreIndex:
-    """Predict every partition of ``index`` on the workers into the new store ``out``."""
+    """Predict every partition of ``index`` on the workers into the new store ``out``.
+
+    The store is written under a temporary name beside ``out`` and renamed when finished: a
+    failed predict (a full disk: one line naming ``out``) leaves nothing under ``out``.
+    """
     if (out / "index.h5").exists():
         raise InputError(f"{out}: exists (a store is never overwritten); remove it or choose another --name")
-    create_store(out)
-    kw = {"epsilon": s.epsilon, "nthreads": s.gridder_threads, "do_wgridding": s.w_correction, "double": s.double}
+    check_new_store(out, unfinished=False)
+    tmp = temporary_sibling(out)
+    kw = {"epsilon": s.epsilon, "nthreads": s.gridder_threads or 1, "do_wgridding": s.w_correction, "double": s.double}
     m = graphs.constant(np.ascontiguousarray(model, dtype=np.float64 if s.double else np.float32))
-    tasks = [delayed(predict_partition, pure=True)(str(index.path), str(out), pid, m, s.cell_rad, kw,
-                                                          int(index.meta.frequency.size))
-             for pid in range(len(index.partitions))]
-    infos = client.gather(client.compute(tasks))
-    meta = dataclasses.replace(index.meta, provenance={**index.meta.provenance, "predicted_from": str(model_path(s)),
-                                                       "predicted_store_of": str(index.path)})
-    return finalize_store(out, meta, list(infos))
+    try:
+        create_store(tmp)
+        tasks = [delayed(predict_partition, pure=True)(str(index.path), str(tmp), pid, m, s.cell_rad, kw,
+                                                              int(index.meta.frequency.size))
+                 for pid in range(len(index.partitions))]
+        infos = client.gather(client.compute(tasks))
+        meta = dataclasses.replace(index.meta, provenance={
+            **index.meta.provenance, "predicted_from": str(model_path(s)), "predicted_store_of": str(index.path)})
+        finalize_store(tmp, meta, list(infos))
+        if out.is_dir():  # an empty directory left for it (check_new_store allows one)
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        full = store_disk_full(out, e)
+        if full is not None:
+            raise full from None
+        raise
+    return open_store(out)
 
 
 def precheck(s: Settings) -> None:

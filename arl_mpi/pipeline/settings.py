@@ -305,7 +305,6 @@ class Settings(ClusterSettings):
     double: bool = _geometry(
         False, "double-precision gridding (needed for --epsilon below 1e-5)", images=True
     )
-    gridder_threads: int = _geometry(1, "ducc0 threads per gridding task")
     # weighting
     weight: tuple[str, float] = _weighting(
         ("natural", 0.0),
@@ -538,7 +537,7 @@ class Settings(ClusterSettings):
             (self.double or self.epsilon >= 1e-5, "epsilon: below 1e-5 needs --double"),
             (self.channels_out >= 1, "channels-out: must be >= 1"),
             (1 <= self.fit_spectral_pol <= 4, "fit-spectral-pol: must be 1..4"),
-            (self.gridder_threads >= 1, "gridder-threads: must be >= 1"),
+            (self.gridder_threads >= 0, "gridder-threads: must be >= 0 (0: the worker's threads)"),
             (
                 self.time_partitions >= 1 and self.freq_partitions >= 1,
                 "time/freq-partitions: must be >= 1",

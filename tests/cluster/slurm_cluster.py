@@ -9,6 +9,7 @@ on 2 cores. Job ids start at a random number (see ``first_job_id``). Daemons are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -237,6 +238,22 @@ class SlurmCluster:
             fields[k] = v
         return fields
 
+    def step_daemons(self) -> list:
+        """The ``slurmstepd`` processes (psutil) of this cluster's running job steps (``slurmstepd:
+        [JOB.STEP]`` with a numeric STEP, for the jobs ``squeue`` lists): the parents of the
+        steps' tasks, which are not descendants of ``srun``."""
+        import psutil
+
+        jobs = self.run(["squeue", "-h", "-o", "%A"], timeout=30).stdout.split()
+        found = []
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            line = " ".join(proc.info["cmdline"] or [])
+            if proc.info["name"] == "slurmstepd" and any(f"[{j}." in line for j in jobs):
+                step = line.split("[", 1)[1].split(".", 1)[1].rstrip("]")
+                if step.isdigit():
+                    found.append(proc)
+        return found
+
     def stop(self) -> None:
         """Stop the daemons by PID (newest first)."""
         for p in reversed(self.procs):
@@ -251,6 +268,20 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
         self.procs.clear()
+        # the daemons themselves (a launcher such as the virtual hosts' shim may end before them):
+        # wait until they have written their state and exited, so the root can be removed
+        import psutil
+
+        conf = str(self.root / "slurm.conf")
+        t_end = time.monotonic() + 15
+        while left := [q for q in psutil.process_iter(["cmdline", "status"])
+                       if conf in (q.info["cmdline"] or []) and q.info["status"] != psutil.STATUS_ZOMBIE]:  # fmt: skip
+            if time.monotonic() > t_end:
+                for q in left:
+                    with contextlib.suppress(psutil.Error):
+                        q.kill()
+                break
+            time.sleep(0.2)
 
 
 def _has_user(name: str) -> bool:

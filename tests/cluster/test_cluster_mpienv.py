@@ -69,3 +69,74 @@ def test_mpienv_is_the_bottom_layer():
         elif isinstance(node, ast.ImportFrom):
             top.add((node.module or "").split(".")[0])
     assert top <= {"__future__", "os", "collections"}, top
+
+
+POOL_SCRIPT = """
+import json, sys
+import ducc0  # imported before the cluster starts, as a user's script may
+from arl_mpi.cluster.runtime import run_with_client
+from arl_mpi.cluster.settings import ClusterSettings
+from arl_mpi.pipeline.common import worker_threads
+
+def http_hosts(dask_worker):
+    return sorted({s.getsockname()[0] for s in dask_worker.http_server._sockets.values()})
+
+def job(client):
+    print("POOLS " + json.dumps(worker_threads(client)), flush=True)
+    print("HTTP " + json.dumps(sorted({h for v in client.run(http_hosts).values() for h in v})), flush=True)
+    return 0
+
+g = int(sys.argv[1])
+sys.exit(run_with_client(job, ClusterSettings(threads_per_worker=1, gridder_threads=g, tls=False,
+                                              dashboard=False, cluster_timeout=60)))
+"""
+
+
+@pytest.mark.mpi
+def test_gridder_threads_not_capped_by_threads_per_worker(tmp_path):
+    """Under mpiexec the worker's ducc0 pool (which caps every call's nthreads) holds
+    threads-per-worker x gridder-threads; it was once pinned to threads-per-worker alone, so
+    --gridder-threads 2 with one Dask thread ran on one core. And the worker's HTTP server
+    (/health, /metrics) listens on loopback only (Dask binds every interface otherwise)."""
+    import json
+
+    import ducc0
+    from helpers import MPIEXEC, PYTHON, run_or_dump
+
+    want = min(2, ducc0.misc.available_hardware_threads())
+    env = {k: v for k, v in os.environ.items() if k not in mpienv.THREAD_VARS}
+    env["PYTHONPATH"] = str(REPO)
+    for g, expect in ((1, 1), (2, want)):
+        r = run_or_dump([MPIEXEC, "-n", "3", PYTHON, "-c", POOL_SCRIPT, str(g)], timeout=120, env=env,
+                        cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        line = next(ln for ln in r.stdout.splitlines() if ln.startswith("POOLS "))
+        pools = json.loads(line[6:])
+        assert [w["threads"] for w in pools.values()] == [1], pools
+        assert [w["ducc0_pool"] for w in pools.values()] == [expect], (g, pools)
+        http = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("HTTP "))[5:])
+        assert http == ["127.0.0.1"], http
+
+
+def test_gridding_uses_the_workers_threads_by_default(tmp_path):
+    """--gridder-threads 0 (the default) is the workers' threads: a local cluster of one worker
+    x 2 threads grids with 2 ducc0 threads per call in a ducc0 pool of 2 (the nanny's
+    OMP_NUM_THREADS=1 once sized it 1; the one gridding task per worker then ran on one core,
+    half the speed: docs/performance.md section 0.1)."""
+    import json
+    import subprocess
+
+    import ducc0
+    from helpers import PYTHON, SMALL
+
+    want = min(2, ducc0.misc.available_hardware_threads())
+    env = {k: v for k, v in os.environ.items() if k not in mpienv.THREAD_VARS}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([PYTHON, "-m", "arl_mpi.pipeline", "--name", "x", *SMALL, "--workers", "1",
+                        "--threads-per-worker", "2", "--no-tls"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=180)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "x-summary.json").read_text())
+    assert summary["settings"]["gridder_threads"] == 2, summary["settings"]
+    assert [w["ducc0_pool"] for w in summary["worker_threads"].values()] == [want], summary["worker_threads"]
+    assert "gridding with 2 ducc0 thread(s) per task" in r.stderr

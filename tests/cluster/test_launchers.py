@@ -47,19 +47,30 @@ def test_open_mpi_worker_rank_killed_ends_job_then_resume(site_python, tmp_path)
     assert "signal 9" in text, text[-3000:]  # mpirun: "... exited on signal 9 (Killed)"
     assert "Traceback" not in text, text[-3000:]
     assert not (tmp_path / "run-image.fits").exists()
-    time.sleep(1)
-    alive = [q.pid for q in launched if q.is_running() and q.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"ranks still running {ended_after:.0f} s after the kill: {alive}"
+    assert_ranks_gone(launched, ended_after)
     r = run_or_dump([*mpirun, "--resume"], timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "resuming after major cycle" in r.stderr, r.stderr[-3000:]
+    assert_images_match_local_run(tmp_path, "run", args, env)
+
+
+def assert_ranks_gone(launched: list[psutil.Process], ended_after: float) -> None:
+    """Every process of ``launched`` (the job's ranks, taken before the kill) has ended (one
+    second of grace after the launcher returned, for the reaping)."""
+    time.sleep(1)
+    alive = [q.pid for q in launched if q.is_running() and q.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"ranks still running {ended_after:.0f} s after the kill: {alive}"
+
+
+def assert_images_match_local_run(tmp_path, name: str, args: list[str], env: dict) -> None:
+    """Model, residual and restored images ``tmp_path/NAME-*.fits`` equal those of the same
+    pipeline ``args`` on an undisturbed 2-worker local cluster, to 1e-6 of the peak."""
     ref = run_or_dump([PYTHON, "-m", "arl_mpi.pipeline", "--name", str(tmp_path / "ref"), *args, "--workers", "2"],
                       timeout=300, env=env, cwd=tmp_path)  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
     for kind in ("model", "residual", "image"):
         a = fits.getdata(tmp_path / f"ref-{kind}.fits").astype(np.float64)
-        b = fits.getdata(tmp_path / f"run-{kind}.fits").astype(np.float64)
+        b = fits.getdata(tmp_path / f"{name}-{kind}.fits").astype(np.float64)
         peak = float(np.abs(a).max())
         assert peak > 0, kind
         assert float(np.abs(a - b).max()) <= 1e-6 * peak, kind
-

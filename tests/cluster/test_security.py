@@ -173,8 +173,11 @@ def test_pipeline_under_mpiexec_refuses_intruders_and_leaks_no_secrets(tmp_path,
 
     scratch = tmp_path / "scratch"
     env = dict(env_cli, ARL_SCRATCH=str(scratch))
+    # 10 short major cycles: the job runs ~10 s past "MPI cluster up" (simulation, then ~1 s per
+    # cycle on one worker) while the attack takes well under a second (refused at once; its
+    # worst case, two 4 s connect timeouts, still fits); still_running below checks it did
     flags = ["--name", "sec", "--size", "256", "256", "--scale", "60asec", "--niter", "3000", "--mgain", "0.3",
-             "--auto-threshold", "1", "--nmiter", "30", "--no-png", "--dashboard-address", "127.0.0.1:0"]  # fmt: skip
+             "--auto-threshold", "1", "--nmiter", "10", "--no-png", "--dashboard-address", "127.0.0.1:0"]  # fmt: skip
     cmd = pipeline_command(tmp_path, None, flags, mpi_ranks=3)
     p = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -7,13 +7,16 @@ tests are skipped, with the reason, where SLURM cannot be started (no binaries, 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, REPO, SMALL, run_or_dump
+from helpers import PYTHON, REPO, SMALL, cli_env, run_or_dump, simulate_store
 from slurm_cluster import SlurmCluster, SlurmUnavailable
+from test_launchers import CYCLES, assert_images_match_local_run, assert_ranks_gone
+from test_reliability import _rank_pids, kill_and_collect, start_until_checkpoint
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slurm]
 
@@ -34,6 +37,7 @@ def slurm():
     cluster.env["PYTHONPATH"] = str(REPO)
     yield cluster
     cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def batch_env(tmp_path: Path) -> dict[str, str]:
@@ -115,3 +119,37 @@ def test_failing_job_ends_failed_quickly(slurm, tmp_path):
     assert elapsed < 60, elapsed  # far from the 10-minute limit
     err = "".join(p.read_text() for p in tmp_path.glob("arl_mpi-*.err"))
     assert "no such visibility store" in err
+
+
+def test_srun_worker_rank_killed_ends_step_then_resume(slurm, tmp_path):
+    """``srun`` with the batch template's flags (``--mpi=pmi2 --kill-on-bad-exit=1``): worker
+    rank 2 ``SIGKILL``ed once the first checkpoint exists. srun names the task, ends every rank
+    of the step, exits non-zero; no traceback, no final image. The same srun command with
+    ``--resume`` completes with the images of an undisturbed local-cluster run (1e-6 of the peak)."""
+    env = {**cli_env(tmp_path), "SLURM_CONF": slurm.env["SLURM_CONF"], "PATH": slurm.env["PATH"]}
+    store = simulate_store(tmp_path / "obs.store", ["--time-partitions", "2"])
+    args = ["--vis", str(store), *CYCLES, "--interface", "lo"]
+    srun = ["srun", "-n", "4", "--mpi=pmi2", "--kill-on-bad-exit=1", PYTHON, "-m", "arl_mpi.pipeline",
+            "--name", str(tmp_path / "run"), *args]  # fmt: skip
+    p, ck = start_until_checkpoint(srun, tmp_path, env)
+    assert p.poll() is None and ck.exists(), "the run ended before its first checkpoint"
+    steps = slurm.step_daemons()  # the tasks are children of slurmstepd, not of srun
+    assert len(steps) == 1, steps
+    launched = [q for q in steps[0].children(recursive=True) if "python" in q.name()]
+    assert len(launched) == 4, launched
+    victims = _rank_pids(2, steps[0].pid, "SLURM_PROCID")
+    assert len(victims) == 1, victims
+    t_kill = time.monotonic()
+    out, err = kill_and_collect(p, victims[0], timeout=60)
+    ended_after = time.monotonic() - t_kill
+    text = out + err
+    print(f"srun exit {p.returncode}, {ended_after:.1f} s after the kill")  # shown with pytest -s
+    assert p.returncode != 0, text[-3000:]
+    assert "task 2: Killed" in text, text[-3000:]  # srun: "error: NODE: task 2: Killed"
+    assert "Traceback" not in text, text[-3000:]
+    assert not (tmp_path / "run-image.fits").exists()
+    assert_ranks_gone(launched, ended_after)
+    r = run_or_dump([*srun, "--resume"], timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "resuming after major cycle" in r.stderr, r.stderr[-3000:]
+    assert_images_match_local_run(tmp_path, "run", args, env)

@@ -8,7 +8,6 @@ runs with different numbers of workers / runtimes are checked to agree to 1e-6 o
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
-from helpers import PYTHON, run_pipeline, simulate_store
+from helpers import PYTHON, cli_env, run_pipeline, simulate_store
 
 from arl_mpi.io.store import open_store
 
@@ -30,6 +29,52 @@ ARGS = ["--size", "256", "256", "--scale", "60asec", "--niter", "1000", "--mgain
 def sim_store(tmp_path_factory):
     """The built-in observation, simulated once with 4 time partitions."""
     return simulate_store(tmp_path_factory.mktemp("sim") / "obs.store", ["--time-partitions", "4"])
+
+
+@pytest.fixture(scope="module")
+def mpi_w2(tmp_path_factory, sim_store):
+    """``mpiexec -n 4`` (2 workers) on ``sim_store``: ``w2-*`` in the returned directory, and
+    the finished run. Checked against the injected sources, and one of the runtimes that must
+    agree to 1e-6."""
+    d = tmp_path_factory.mktemp("mpi-w2")
+    r = run_pipeline(d, "w2", [*ARGS, "--vis", str(sim_store)], cli_env(d), mpi_ranks=4)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d, r
+
+
+@pytest.fixture(scope="module")
+def on_scheduler_file(tmp_path_factory, sim_store):
+    """An external cluster (``dask scheduler --scheduler-file`` + ``dask worker --nworkers 2``)
+    reached through ``ARL_DASK_SCHEDULER_FILE``: the run ``file`` and the same run with
+    ``--stream``, ``file-*`` / ``stream-*`` in the returned directory. The daemons are stopped
+    before the fixture returns. Returns (directory, file run, stream run)."""
+    d = tmp_path_factory.mktemp("sched-file")
+    env_cli = cli_env(d)
+    sfile = d / "scheduler.json"
+    procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)],
+                              env=env_cli, cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        t_end = time.monotonic() + 60
+        while not sfile.exists() and time.monotonic() < t_end:
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sfile),
+                                       "--nthreads", "1", "--nworkers", "2"], env=env_cli, cwd=d,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        env = dict(env_cli, ARL_DASK_SCHEDULER_FILE=str(sfile))
+        r_file = run_pipeline(d, "file", [*ARGS, "--vis", str(sim_store), "--no-tls"], env)
+        assert r_file.returncode == 0, r_file.stderr[-3000:]
+        r_stream = run_pipeline(d, "stream", [*ARGS, "--vis", str(sim_store), "--no-tls", "--stream"], env)
+        assert r_stream.returncode == 0, r_stream.stderr[-3000:]
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return d, r_file, r_stream
 
 
 def true_sources(store: Path) -> list[tuple[float, float, float]]:
@@ -45,18 +90,17 @@ def read_plane(path: Path) -> np.ndarray:
 
 
 @pytest.mark.mpi
-def test_mpiexec_pipeline_recovers_sources(tmp_path, sim_store, env_cli):
-    r = run_pipeline(tmp_path, "mpi", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=4)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_mpiexec_pipeline_recovers_sources(sim_store, mpi_w2):
+    d, r = mpi_w2
     for kind in ("dirty", "psf", "model", "residual", "image"):
-        assert (tmp_path / f"mpi-{kind}.fits").is_file()
-    summary = json.loads((tmp_path / "mpi-summary.json").read_text())
+        assert (d / f"w2-{kind}.fits").is_file()
+    summary = json.loads((d / "w2-summary.json").read_text())
     assert summary["workers"] == 2 and summary["cycles"], summary
-    hdr = fits.getheader(tmp_path / "mpi-image.fits")
+    hdr = fits.getheader(d / "w2-image.fits")
     assert hdr["CTYPE1"] == "RA---SIN" and hdr["CTYPE2"] == "DEC--SIN" and hdr["CTYPE3"] == "FREQ"
     assert hdr["BUNIT"] == "JY/BEAM" and hdr["BMAJ"] > 0
-    model = read_plane(tmp_path / "mpi-model.fits")
-    wcs = WCS(fits.getheader(tmp_path / "mpi-model.fits")).celestial
+    model = read_plane(d / "w2-model.fits")
+    wcs = WCS(fits.getheader(d / "w2-model.fits")).celestial
     src = true_sources(sim_store)
     pix = np.array([wcs.world_to_pixel_values(ra, dec) for ra, dec, _ in src])
     ys, xs = np.nonzero(model)
@@ -77,57 +121,20 @@ def test_mpiexec_pipeline_recovers_sources(tmp_path, sim_store, env_cli):
 
 
 @pytest.mark.mpi
-def test_same_images_any_runtime(tmp_path, sim_store, env_cli):
-    """1 worker, 2 workers, a local cluster and an external scheduler agree to 1e-6 of the peak."""
-    runs = {}
+def test_same_images_any_runtime(tmp_path, sim_store, env_cli, mpi_w2, on_scheduler_file):
+    """1 worker, 2 workers (both under mpiexec), a local cluster and an external scheduler
+    (the module's scheduler-file cluster) agree to 1e-6 of the peak."""
     r = run_pipeline(tmp_path, "w1", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=3)
-    assert r.returncode == 0, r.stderr[-3000:]
-    runs["w1"] = r
-    r = run_pipeline(tmp_path, "w2", [*ARGS, "--vis", str(sim_store)], env_cli, mpi_ranks=4)
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_pipeline(tmp_path, "local", [*ARGS, "--vis", str(sim_store), "--workers", "2"], env_cli)
     assert r.returncode == 0, r.stderr[-3000:]
-    with external_scheduler(tmp_path, env_cli) as addr:
-        env = dict(env_cli, ARL_DASK_SCHEDULER=addr)
-        r = run_pipeline(tmp_path, "ext", [*ARGS, "--vis", str(sim_store), "--no-tls"], env)
-        assert r.returncode == 0, r.stderr[-3000:]
+    others = {"w2": mpi_w2[0] / "w2", "local": tmp_path / "local", "ext": on_scheduler_file[0] / "file"}
     for kind in ("dirty", "model", "residual", "image"):
         ref = read_plane(tmp_path / f"w1-{kind}.fits")
         peak = np.abs(ref).max()
-        for other in ("w2", "local", "ext"):
-            diff = np.abs(read_plane(tmp_path / f"{other}-{kind}.fits") - ref).max()
+        for other, prefix in others.items():
+            diff = np.abs(read_plane(Path(f"{prefix}-{kind}.fits")) - ref).max()
             assert diff <= 1e-6 * peak, (kind, other, diff / peak)
-
-
-class external_scheduler:  # noqa: N801 - used as a context manager
-    """A `dask scheduler` and one `dask worker` on 127.0.0.1 (plain TCP)."""
-
-    def __init__(self, tmp: Path, env: dict) -> None:
-        self.tmp, self.env, self.procs = tmp, env, []
-
-    def __enter__(self) -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        addr = f"tcp://127.0.0.1:{port}"
-        dask = [PYTHON, "-m", "distributed.cli.dask_scheduler"]
-        self.procs.append(subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--dashboard-address",
-                                            "127.0.0.1:0"], env=self.env, cwd=self.tmp,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.procs.append(subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_worker", addr, "--nthreads", "1",
-                                            "--nworkers", "2", "--local-directory", str(self.tmp / "ext-scratch")],
-                                           env=self.env, cwd=self.tmp, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.DEVNULL))
-        return addr
-
-    def __exit__(self, *exc) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 @pytest.mark.mpi
@@ -187,33 +194,11 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
 
 
-def test_scheduler_file_and_stream_mode(tmp_path, sim_store, env_cli):
+def test_scheduler_file_and_stream_mode(on_scheduler_file):
     """ARL_DASK_SCHEDULER_FILE names an existing cluster; --stream gives the same images."""
-    sfile = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sfile)],
-                              env=env_cli, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    try:
-        t_end = time.monotonic() + 60
-        while not sfile.exists() and time.monotonic() < t_end:
-            time.sleep(0.1)
-        procs.append(subprocess.Popen([PYTHON, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(sfile),
-                                       "--nthreads", "1", "--nworkers", "2"], env=env_cli, cwd=tmp_path,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        env = dict(env_cli, ARL_DASK_SCHEDULER_FILE=str(sfile))
-        r = run_pipeline(tmp_path, "file", [*ARGS, "--vis", str(sim_store), "--no-tls"], env)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert "connected to external scheduler" in r.stderr
-        r = run_pipeline(tmp_path, "stream", [*ARGS, "--vis", str(sim_store), "--no-tls", "--stream"], env)
-        assert r.returncode == 0, r.stderr[-3000:]
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    d, r_file, r_stream = on_scheduler_file
+    assert "connected to external scheduler" in r_file.stderr
+    assert "connected to external scheduler" in r_stream.stderr
     for kind in ("dirty", "image"):
-        a, b = read_plane(tmp_path / f"file-{kind}.fits"), read_plane(tmp_path / f"stream-{kind}.fits")
+        a, b = read_plane(d / f"file-{kind}.fits"), read_plane(d / f"stream-{kind}.fits")
         assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()

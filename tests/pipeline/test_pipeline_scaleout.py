@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from helpers import run_pipeline, simulate_store
+from helpers import cli_env, run_pipeline, simulate_store
 
 FLAGS = ["--size", "128", "128", "--scale", "120asec", "--niter", "200", "--mgain", "0.8", "--no-dashboard",
          "--no-png", "--no-tls", "--workers", "2", "--threads-per-worker", "1"]
@@ -23,6 +23,16 @@ def store8(tmp_path_factory):
     return simulate_store(tmp_path_factory.mktemp("sim8") / "obs.store", flags)
 
 
+@pytest.fixture(scope="module")
+def w2(tmp_path_factory, store8):
+    """The plain run on ``store8`` (FLAGS: 2 workers, resident shards), ``w2-*`` in the returned
+    directory: the reference of the worker-count and of the memory-admission comparisons."""
+    d = tmp_path_factory.mktemp("w2")
+    r = run_pipeline(d, "w2", [*FLAGS, "--vis", str(store8)], cli_env(d))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d
+
+
 def _plane(path: Path) -> np.ndarray:
     return fits.getdata(path)[0, 0].astype(np.float64)
 
@@ -33,12 +43,12 @@ def _workers(flags: list[str], n: int) -> list[str]:
     return out
 
 
-def test_worker_shards_independent_of_workers_and_match_partition_tasks(tmp_path, store8, env_cli):
+def test_worker_shards_independent_of_workers_and_match_partition_tasks(tmp_path, store8, env_cli, w2):
     """One gridding task per worker over its chunks: the same images (to 1e-6 of each image's
     own peak) with 1, 2 and 3 workers, since the chunk plan does not depend on the workers; and
     the images of one task per partition (other ducc0 calls) to 1e-6 of the dirty peak."""
-    runs = {}
-    for name, extra, nw in (("w2", [], 2), ("w1", [], 1), ("w3", [], 3), ("p", ["--shards", "partition"], 2)):
+    runs = {"w2": json.loads((w2 / "w2-summary.json").read_text())}
+    for name, extra, nw in (("w1", [], 1), ("w3", [], 3), ("p", ["--shards", "partition"], 2)):
         r = run_pipeline(tmp_path, name, [*_workers(FLAGS, nw), "--vis", str(store8), *extra], env_cli)
         assert r.returncode == 0, r.stderr[-3000:]
         runs[name] = json.loads((tmp_path / f"{name}-summary.json").read_text())
@@ -52,9 +62,9 @@ def test_worker_shards_independent_of_workers_and_match_partition_tasks(tmp_path
     assert s1["per_cycle"]["partial_image_bytes_up"] == 2 * image_bytes
     assert s2["per_cycle"]["partial_image_bytes_up"] == 8 * image_bytes
     assert s1["memory"]["mode"] == "resident" and not s1["memory"]["switched_to_stream"]
-    dirty_peak = np.abs(_plane(tmp_path / "w2-dirty.fits")).max()
+    dirty_peak = np.abs(_plane(w2 / "w2-dirty.fits")).max()
     for kind in ("dirty", "model", "residual", "image"):
-        a = _plane(tmp_path / f"w2-{kind}.fits")
+        a = _plane(w2 / f"w2-{kind}.fits")
         for other in ("w1", "w3"):
             d = np.abs(_plane(tmp_path / f"{other}-{kind}.fits") - a).max()
             assert d <= 1e-6 * np.abs(a).max(), (kind, other, d / np.abs(a).max())
@@ -62,12 +72,11 @@ def test_worker_shards_independent_of_workers_and_match_partition_tasks(tmp_path
         assert d <= 1e-6 * dirty_peak, (kind, "partition", d / dirty_peak)
 
 
-def test_memory_admission_streams_or_refuses(tmp_path, store8, env_cli):
+def test_memory_admission_streams_or_refuses(tmp_path, store8, env_cli, w2):
     """A memory limit the resident shards would not fit: auto switches to streaming (same
-    images, said in the log and the summary); --memory-check refuse ends in one line, exit 2."""
-    r0 = run_pipeline(tmp_path, "ref", [*FLAGS, "--vis", str(store8)], env_cli)
-    s0 = r0.summary
-    assert r0.returncode == 0, r0.stderr[-3000:]
+    images, said in the log and the summary); --memory-check refuse ends in one line, exit 2.
+    The reference (no memory limit) is the module's plain ``w2`` run."""
+    s0 = json.loads((w2 / "w2-summary.json").read_text())
     m = s0["memory"]
     process, resident, stream = m["worker_process_bytes"], m["worker_resident_estimate_bytes"], \
         m["worker_stream_estimate_bytes"]
@@ -84,7 +93,7 @@ def test_memory_admission_streams_or_refuses(tmp_path, store8, env_cli):
     assert s1["memory"]["worker_budget_bytes"] < resident
     assert "streaming the shards from the store instead" in r1.stderr
     for kind in ("model", "image"):
-        a, b = _plane(tmp_path / f"ref-{kind}.fits"), _plane(tmp_path / f"auto-{kind}.fits")
+        a, b = _plane(w2 / f"w2-{kind}.fits"), _plane(tmp_path / f"auto-{kind}.fits")
         assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max(), kind
     r2 = run_pipeline(tmp_path, "refuse", [*FLAGS, "--vis", str(store8), *limit, "--memory-check", "refuse"], env_cli)
     s2 = r2.summary
@@ -122,10 +131,13 @@ def test_parallel_deconvolution_on_workers_matches_driver(tmp_path, store8, env_
 
 @pytest.mark.mpi
 @pytest.mark.slow
-def test_34_ranks_on_a_small_machine(tmp_path, env_cli):
+def test_34_ranks_on_a_small_machine(tmp_path, store8, env_cli):
     """mpiexec -n 34 (32 workers, oversubscribed) starts, images and exits 0; every worker
-    registered; the summary counts them; no rank outlives the job."""
-    flags = ["--size", "64", "64", "--scale", "240asec", "--niter", "20", "--time-partitions", "8",
+    registered; the summary counts them; no rank outlives the job. It images the module's
+    8-partition store (the built-in observation, simulated once for the module) rather than
+    simulating it again on the 32 workers (the workers' simulation under mpiexec is covered by
+    tests/cluster/test_security.py and the external-scheduler tests)."""
+    flags = ["--vis", str(store8), "--size", "64", "64", "--scale", "240asec", "--niter", "20",
              "--no-dashboard", "--no-png", "--no-checkpoint", "--cluster-timeout", "240"]  # fmt: skip
     r = run_pipeline(tmp_path, "many", flags, env_cli, mpi_ranks=34, timeout=420)
     assert r.returncode == 0, r.stderr[-4000:]
