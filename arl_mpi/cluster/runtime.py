@@ -238,8 +238,8 @@ def local_client(settings: ClusterSettings, scratch: str):
 def ducc0_pool_size(threads: int, gridder_threads: int) -> int:
     """Threads of a worker's ducc0 pool, which is one per process and caps every call's
     ``nthreads``: room for each of the worker's ``threads`` to run a call with
-    ``gridder_threads`` threads, or (``gridder_threads`` 0, the default) for one call on all
-    of them, as a worker grids its shard in one task at a time."""
+    ``gridder_threads`` threads, or (``gridder_threads`` 0) for one call on all of them, as a
+    worker grids its shard in one task at a time."""
     return max(1, threads) * max(1, gridder_threads)
 
 

@@ -35,8 +35,8 @@ class ClusterSettings:
         None, "threads of each worker (default: the cores this rank owns, from SLURM_CPUS_PER_TASK or "
               "OMP_NUM_THREADS, else 1 under MPI; local cluster: cores / workers)")
     gridder_threads: int = setting(
-        0, "ducc0 threads per gridding task; 0 (default): the worker's threads (--threads-per-worker), "
-           "since each worker grids its visibilities in one task at a time",
+        1, "ducc0 threads per gridding task; 0: the worker's threads (--threads-per-worker; each worker "
+           "grids its visibilities in one task at a time). Above 1 the images are not bit-reproducible",
         group="image geometry and gridding")
     memory_limit: str = setting("auto", "per worker, e.g. 4GB (Dask's meaning; 0 = none; default auto)")
     workers: int | None = setting(None, "local cluster only: number of worker processes")

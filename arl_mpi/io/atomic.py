@@ -62,7 +62,7 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, mode: int = 0o644, make_parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success fsync and rename it to ``path``.
 
     On any exception the temporary file is removed and ``path`` is untouched, so a killed
@@ -75,9 +75,14 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         Final destination.
     mode : int
         Permission bits of the final file.
+    make_parents : bool
+        Create missing parent directories; False for a file inside a directory that must
+        exist already (a store's partition: a late task must not re-create a store directory
+        removed after a failure).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
     try:
         yield tmp
@@ -94,17 +99,21 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path, mode) as tmp:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes | memoryview, mode: int = 0o644,
+                       make_parents: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (``make_parents``: see :func:`atomic_path`)."""
+    with atomic_path(path, mode, make_parents) as tmp:
         tmp.write_bytes(data)
 
 
 def require_free(path: str | os.PathLike, nbytes: int) -> None:
     """Raise :class:`DiskFullError` naming ``path`` when its directory's filesystem has less
     than ``nbytes`` free (for this user); nothing when that cannot be told."""
+    where = Path(path).parent
+    while not where.exists() and where != where.parent:  # the filesystem it will be created on
+        where = where.parent
     try:
-        st = os.statvfs(Path(path).parent)
+        st = os.statvfs(where)
     except OSError:
         return
     if st.f_bavail * st.f_frsize < nbytes:
@@ -113,7 +122,7 @@ def require_free(path: str | os.PathLike, nbytes: int) -> None:
 
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike, mode: int = 0o644, nbytes: int | None = None,
-              in_memory: bool | None = None, **kwargs: Any) -> Iterator[Any]:
+              make_parents: bool = True, **kwargs: Any) -> Iterator[Any]:
     """Yield a new ``h5py.File``; on success it is written to ``path`` atomically.
 
     Up to :data:`IN_MEMORY_H5_BYTES` of data (``nbytes``; None: small, e.g. a gain table)
@@ -131,25 +140,34 @@ def atomic_h5(path: str | os.PathLike, mode: int = 0o644, nbytes: int | None = N
         Permission bits of the final file.
     nbytes : int, optional
         About how many bytes of data the file will hold.
-    in_memory : bool, optional
-        Build the file in memory (True) or let HDF5 write it after the free-space check
-        (False; needs ``nbytes``); default by size as above. The visibility partitions, large
-        and written often, take False: in memory their encoding took 2.5x as long.
+    make_parents : bool
+        See :func:`atomic_path`.
     **kwargs
         Passed to ``h5py.File`` (e.g. ``libver="latest"``).
     """
     import h5py
 
-    if in_memory is None:
-        in_memory = nbytes is None or nbytes <= IN_MEMORY_H5_BYTES
-    if not in_memory:
-        if nbytes is None:
-            raise ValueError("atomic_h5: in_memory=False needs nbytes (for the free-space check)")
+    if nbytes is not None and nbytes > IN_MEMORY_H5_BYTES:
         require_free(path, nbytes + nbytes // 20 + (1 << 20))
-        with atomic_path(path, mode) as tmp, h5py.File(tmp, "w", **kwargs) as f:
+        with atomic_path(path, mode, make_parents) as tmp, h5py.File(tmp, "w", **kwargs) as f:
             yield f
         return
     buf = io.BytesIO()
     with h5py.File(buf, "w", **kwargs) as f:
         yield f
-    write_bytes_atomic(path, buf.getbuffer(), mode)
+    write_bytes_atomic(path, buf.getbuffer(), mode, make_parents)
+
+
+def remove_tree(path: str | os.PathLike, wait: float = 10.0) -> None:
+    """Remove the directory ``path`` and all in it, retrying for up to ``wait`` s while tasks
+    that were still running when a write failed (a cancelled Dask task runs to its end) add
+    files to it; nothing when it does not exist."""
+    import shutil
+    import time
+
+    p, end = Path(path), time.monotonic() + wait
+    while True:
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists() or time.monotonic() > end:
+            return
+        time.sleep(0.1)

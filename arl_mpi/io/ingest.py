@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from arl_mpi.errors import InputError, StoreError
-from arl_mpi.io.atomic import temporary_sibling
+from arl_mpi.io.atomic import remove_tree, temporary_sibling
 from arl_mpi.io.parallel import write_store_parallel
 from arl_mpi.io.store import (
     PARTITION_DIR,
@@ -262,7 +262,7 @@ def ingest(
         return open_store(final)
     except BaseException as e:
         if rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
         full = store_disk_full(final, e)
         if full is not None:
             raise full from None
@@ -381,5 +381,5 @@ def ensure_store_from_input(
         raise
     finally:
         reader.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)  # after a failure, partitions still being written on the workers too
     return str(target)

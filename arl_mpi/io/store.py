@@ -249,7 +249,7 @@ def write_partition(
     if final.exists():
         raise StoreError(f"{final}: partition already written")
     nbytes = sum(np.asarray(getattr(vis, k)).nbytes for k in _PART_FIELDS)
-    with atomic_h5(final, mode=0o444, nbytes=nbytes, in_memory=False, libver="latest") as f:
+    with atomic_h5(final, mode=0o444, nbytes=nbytes, make_parents=False, libver="latest") as f:
         _write_partition_file(f, vis, pid, time_block, freq_block, chan_start)
     digest = sha256_file(final)
     t = vis.time

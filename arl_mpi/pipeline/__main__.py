@@ -28,7 +28,7 @@ def cluster_settings(s: Settings) -> ClusterSettings:
 
 
 def resolve_gridder_threads(s: Settings, client) -> Settings:
-    """``--gridder-threads 0`` (the default) made the workers' own threads: each worker grids
+    """``--gridder-threads 0`` made the workers' own threads: each worker grids
     its shard in one task at a time, so one ducc0 call should use every thread the worker has
     (``--threads-per-worker``). Not for ``--predict``, whose tasks (one per partition) already
     run side by side on a worker's threads."""

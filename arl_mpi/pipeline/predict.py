@@ -33,7 +33,7 @@ from arl_mpi.errors import InputError
 from arl_mpi.graphs import shard_graphs as graphs
 from arl_mpi.imaging.gridding import predict
 from arl_mpi.imaging.gridspec import output_channel_map
-from arl_mpi.io.atomic import temporary_sibling
+from arl_mpi.io.atomic import remove_tree, temporary_sibling
 from arl_mpi.io.fits import read_fits
 from arl_mpi.io.store import (
     StoreIndex,
@@ -165,7 +165,7 @@ def predict_store(client, s: Settings, index: StoreIndex, model: np.ndarray, out
             shutil.rmtree(out)
         os.rename(tmp, out)
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)  # with the partitions other tasks are still writing
         full = store_disk_full(out, e)
         if full is not None:
             raise full from None

@@ -129,12 +129,11 @@ OLD_IMAGE_KEYS = {
     "continuum_fit_channels",
 }
 
-# Settings().as_dict() before the refactoring (the defaults must not move). One moved on purpose:
-# gridder_threads 1 -> 0 ("the worker's threads"; a worker with 2 threads gridded on one core).
+# Settings().as_dict() before the refactoring (the defaults must not move).
 OLD_DEFAULTS = json.loads(
     '{"vis": null, "name": "arl", "pipeline": "continuum", "stokes": "I", "size": [512, 512], '
     '"scale": "40asec", "epsilon": 0.0001, "w_correction": true, "double": false, '
-    '"gridder_threads": 0, '
+    '"gridder_threads": 1, '
     '"weight": ["natural", 0.0], "taper_gaussian": null, "niter": 0, "gain": 0.1, "mgain": 1.0, '
     '"threshold": 0.0, "auto_threshold": null, "nmiter": 20, "multiscale": false, '
     '"multiscale_scales": [0, 4, 8, 16, 32], "multiscale_scale_bias": 0.6, "channels_out": 1, '
