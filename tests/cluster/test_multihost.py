@@ -23,6 +23,7 @@ saying why (CI runs as root, so there they run).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -277,9 +278,10 @@ class VirtualSlurm(SlurmCluster):
 
 
 @pytest.mark.slurm
-def test_sbatch_two_nodes(vcluster, tmp_path):
-    """``sbatch --nodes=2 launch/slurm/arl_mpi.sbatch``: scheduler and driver on the first
-    node, the workers on the second, over the virtual network with TLS."""
+@contextlib.contextmanager
+def two_node_slurm(vcluster):
+    """A started :class:`VirtualSlurm` on ``vcluster`` (the test is skipped, saying why, where it
+    cannot start), stopped and removed afterwards."""
     # munged runs as user munge: its directory must not be under pytest's 0700 tmp tree
     sroot = Path(tempfile.mkdtemp(prefix="arl-vslurm-"))
     slurm = VirtualSlurm(sroot, vcluster)
@@ -289,6 +291,16 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
         shutil.rmtree(sroot, ignore_errors=True)
         pytest.skip(f"cannot start a two-node SLURM cluster here: {e}")
     try:
+        yield slurm
+    finally:
+        slurm.stop()
+        shutil.rmtree(sroot, ignore_errors=True)
+
+
+def test_sbatch_two_nodes(vcluster, tmp_path):
+    """``sbatch --nodes=2 launch/slurm/arl_mpi.sbatch``: scheduler and driver on the first
+    node, the workers on the second, over the virtual network with TLS."""
+    with two_node_slurm(vcluster) as slurm:
         jobdir = tmp_path / "job"
         jobdir.mkdir()
         os.chmod(tmp_path, 0o755)
@@ -344,9 +356,6 @@ def test_sbatch_two_nodes(vcluster, tmp_path):
         assert (h2.scratch / "job" / "dask-scratch-space").is_dir()
         for kind in KINDS:
             assert (jobdir / "out" / f"image-{kind}.fits").is_file(), kind
-    finally:
-        slurm.stop()
-        shutil.rmtree(sroot, ignore_errors=True)
 
 
 @pytest.mark.slurm
@@ -357,14 +366,7 @@ def test_srun_no_kill_worker_rank_lost_completes_on_the_rest(vcluster, tmp_path)
     partitions re-read from the store there) with the images of an undisturbed local run (1e-6
     of the peak); the surviving ranks exit 0 without a traceback, and every rank is gone (a
     step still running 120 s after the kill fails the test as a hang)."""
-    sroot = Path(tempfile.mkdtemp(prefix="arl-vslurm-"))
-    slurm = VirtualSlurm(sroot, vcluster)
-    try:
-        slurm.start()
-    except (SlurmUnavailable, OSError) as e:
-        shutil.rmtree(sroot, ignore_errors=True)
-        pytest.skip(f"cannot start a two-node SLURM cluster here: {e}")
-    try:
+    with two_node_slurm(vcluster) as slurm:
         os.chmod(tmp_path, 0o755)
         env = cli_env(tmp_path)
         env.pop("ARL_SCRATCH")
@@ -403,9 +405,6 @@ def test_srun_no_kill_worker_rank_lost_completes_on_the_rest(vcluster, tmp_path)
         assert_ranks_gone(launched, ended_after)
         assert json.loads((tmp_path / "run-summary.json").read_text())["workers"] == 1  # finished on one
         assert_images_match_local_run(tmp_path, "run", args, env)
-    finally:
-        slurm.stop()
-        shutil.rmtree(sroot, ignore_errors=True)
 
 
 # ---- workers that cannot reach the scheduler ------------------------------------------------
