@@ -23,6 +23,8 @@ degrid the same components.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_major_cycle.py [--ntimes 100] [--nchan 4]
         [--size 1024] [--scale 1arcmin] [--weight briggs 0] [--niter 3000] [--nmiter 4] [--repeat 3]
+    # after one such run: the raw cycle cut into 1, 2, 4 contiguous call pairs (the cost of a call)
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_major_cycle.py --split-calls 1 2 4 --repeat 3
 """
 
 from __future__ import annotations
@@ -151,6 +153,24 @@ def inprocess_cpu(store: Path, grid, weight: list[str], model: np.ndarray, data,
           f"ours / raw_1t = {med['ours'] / med['raw_1t']:.2f}")
 
 
+def split_calls(data, model: np.ndarray, grid, threads: int, ks: list[int], repeat: int) -> None:
+    """Wall seconds of one raw cycle (the pipeline's fixed sigma) on ``threads`` threads with the
+    samples cut into ``k`` contiguous calls, for each ``k`` of ``ks``, interleaved over ``repeat``
+    passes: what the per-call FFTs and w-planes cost (a shard's chunks are one call pair each)."""
+    uvw, freq, vis, wgt, flags = data
+    n = uvw.shape[0]
+    res: dict[int, list[float]] = {k: [] for k in ks}
+    for _ in range(repeat):
+        for k in ks:
+            b = np.linspace(0, n, k + 1).astype(int)
+            res[k].append(sum(raw_cycle(tuple(a[b[i]:b[i + 1]] if a.ndim and a.shape[0] == n else a for a in data),
+                                        model, grid, threads, grid.gridder_sigma)[0] for i in range(k)))
+    base = float(np.median(res[ks[0]]))
+    for k in ks:
+        print(f"{k} contiguous call pair(s) on {threads} threads: {spread(res[k])}; "
+              f"{np.median(res[k]) / base:.3f}x {ks[0]}")
+
+
 def run_pipeline(store: Path, name: Path, args, env) -> dict:
     flags = ["--vis", str(store), "--size", str(args.size), str(args.size), "--scale", args.scale,
              "--weight", *args.weight, "--niter", str(args.niter), "--nmiter", str(args.nmiter), "--mgain", "0.8",
@@ -190,6 +210,9 @@ def main() -> None:
                    help="Dask threads of each pipeline worker (partition tasks run at the same time)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--local-cycles", type=int, default=2, help="LocalCluster cycles per repeat (CPU-time measure)")
+    p.add_argument("--split-calls", type=int, nargs="+", default=None, metavar="K",
+                   help="only the raw cycle cut into K contiguous call pairs, for each K (needs "
+                   "WORK/cycle-model.fits from an earlier run)")
     p.add_argument("--inprocess-only", action="store_true",
                    help="only the in-process CPU comparison (needs WORK/cycle-model.fits from an earlier run)")
     args = p.parse_args()
@@ -215,6 +238,11 @@ def main() -> None:
     grid = GridSpec(args.size, args.size, parse_angle(args.scale), nchan_total=int(idx.meta.frequency.size))
     data = load_weighted(store, grid, args.weight)
     nsamp = int(np.count_nonzero(~data[4]))
+    if args.split_calls:
+        model = read_fits(f"{work / 'cycle'}-model.fits").data[0, 0]
+        print(f"{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, sigma {grid.gridder_sigma}")
+        split_calls(data, model, grid, args.threads, args.split_calls, args.repeat)
+        return
     if args.inprocess_only:
         model = read_fits(f"{work / 'cycle'}-model.fits").data[0, 0]
         print(f"{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, sigma {grid.gridder_sigma}")
