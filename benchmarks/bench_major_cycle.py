@@ -158,13 +158,13 @@ def split_calls(data, model: np.ndarray, grid, threads: int, ks: list[int], repe
     samples cut into ``k`` contiguous calls, for each ``k`` of ``ks``, interleaved over ``repeat``
     passes: what the per-call FFTs and w-planes cost (a shard's chunks are one call pair each)."""
     uvw, freq, vis, wgt, flags = data
-    n = uvw.shape[0]
     res: dict[int, list[float]] = {k: [] for k in ks}
     for _ in range(repeat):
         for k in ks:
-            b = np.linspace(0, n, k + 1).astype(int)
-            res[k].append(sum(raw_cycle(tuple(a[b[i]:b[i + 1]] if a.ndim and a.shape[0] == n else a for a in data),
-                                        model, grid, threads, grid.gridder_sigma)[0] for i in range(k)))
+            cuts = np.linspace(0, uvw.shape[0], k + 1).astype(int)
+            parts = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            res[k].append(sum(raw_cycle((uvw[r], freq, vis[r], wgt[r], flags[r]), model, grid, threads,
+                                        grid.gridder_sigma)[0] for r in parts))
     base = float(np.median(res[ks[0]]))
     for k in ks:
         print(f"{k} contiguous call pair(s) on {threads} threads: {spread(res[k])}; "
@@ -238,14 +238,12 @@ def main() -> None:
     grid = GridSpec(args.size, args.size, parse_angle(args.scale), nchan_total=int(idx.meta.frequency.size))
     data = load_weighted(store, grid, args.weight)
     nsamp = int(np.count_nonzero(~data[4]))
-    if args.split_calls:
+    if args.split_calls or args.inprocess_only:  # raw calls only, on an earlier run's model
         model = read_fits(f"{work / 'cycle'}-model.fits").data[0, 0]
         print(f"{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, sigma {grid.gridder_sigma}")
-        split_calls(data, model, grid, args.threads, args.split_calls, args.repeat)
-        return
-    if args.inprocess_only:
-        model = read_fits(f"{work / 'cycle'}-model.fits").data[0, 0]
-        print(f"{nsamp / 1e6:.2f} M Stokes-I samples, {args.size}^2 at {args.scale}, sigma {grid.gridder_sigma}")
+        if args.split_calls:
+            split_calls(data, model, grid, args.threads, args.split_calls, args.repeat)
+            return
         inprocess_cpu(store, grid, args.weight, model, data, args.threads, args.ranks - 2, args.repeat)
         return
     raw, raw_fixed, ours, splits, per_rep, raw_cpu, local, local_cpu = [], [], [], [], [], [], [], []

@@ -3,13 +3,13 @@
 A small continuum run (local cluster, 2 workers, many major cycles) is started in the
 background; while it runs, ``/status`` (with its per-worker memory bars) and the task stream
 (``/tasks``) are loaded in headless Chromium, driven over the DevTools protocol (tornado's
-websocket client, which distributed already needs). Each page
-must render its Bokeh document, and the document's data sources must name the run's two
-workers and its gridding tasks — not the "Dask needs bokeh" hint a dashboard without bokeh
-serves. (``/individual-workers-memory`` was checked too until Chromium 156: in two full runs of
-the suite (one a clean-clone CI run) it never rendered its Bokeh document, not in 60 s and not after a second
-load, while alone it rendered within 1 s; its worker bars are the status page's, which stays
-checked.) A screenshot of every page is saved under the test's tmp directory (and copied to
+websocket client, which distributed already needs). Each page must render its Bokeh
+document, and the document's data sources must name the run's two workers and its gridding
+tasks — not the "Dask needs bokeh" hint a dashboard without bokeh serves.
+(``/individual-workers-memory`` was checked too until Chromium 156: in two full runs of the
+suite, one a clean-clone CI run with a 60 s wait and a second load, it never showed the
+workers, while the test alone rendered it within seconds; the workers' memory bars of the
+status page stay checked.) A screenshot of every page is saved under the test's tmp directory (and copied to
 ``$ARL_DASHBOARD_SCREENSHOTS`` when that is set).
 """
 
